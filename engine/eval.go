@@ -1,0 +1,298 @@
+package engine
+
+import (
+	"fmt"
+
+	"net/netip"
+
+	"github.com/qtables/qtables/matchers"
+)
+
+// Program is a rule set compiled for evaluation. It is immutable once built
+// and safe for concurrent use; a reload builds a new Program and swaps it.
+// Counters are shared with the Ruleset it was compiled from.
+type Program struct {
+	tables []*TableProgram
+}
+
+// TableProgram evaluates one table.
+type TableProgram struct {
+	Name    string
+	chains  []progChain
+	builtin [5]int32 // chain index per hook, -1 when the table lacks it
+}
+
+type progChain struct {
+	name     string
+	builtin  bool
+	policy   matchers.Verdict
+	counters *Counters
+	rules    []progRule
+}
+
+type progRule struct {
+	*Rule
+	jump int32 // chain index of a jump or goto
+	num  int   // 1-based rule number in its chain
+}
+
+// Compile builds the Program for rs.
+func Compile(rs *Ruleset) (*Program, error) {
+	p := &Program{}
+	for _, t := range rs.Tables {
+		tp := &TableProgram{Name: t.Name, builtin: [5]int32{-1, -1, -1, -1, -1}}
+		index := map[string]int32{}
+		for i, c := range t.Chains {
+			index[c.Name] = int32(i)
+		}
+		for i, c := range t.Chains {
+			pc := progChain{name: c.Name, builtin: c.Builtin, policy: c.Policy, counters: &c.Counters}
+			if c.Builtin {
+				tp.builtin[c.Hook] = int32(i)
+			}
+			for j, r := range c.Rules {
+				pr := progRule{Rule: r, jump: -1, num: j + 1}
+				if r.Target.Kind == TargetJump || r.Target.Kind == TargetGoto {
+					idx, ok := index[r.Target.Name]
+					if !ok {
+						return nil, fmt.Errorf("table %s chain %s rule %d: target chain %q does not exist", t.Name, c.Name, j+1, r.Target.Name)
+					}
+					pr.jump = idx
+				}
+				pc.rules = append(pc.rules, pr)
+			}
+			tp.chains = append(tp.chains, pc)
+		}
+		p.tables = append(p.tables, tp)
+	}
+	return p, nil
+}
+
+// Table returns the program of table name, or nil.
+func (p *Program) Table(name string) *TableProgram {
+	for _, t := range p.tables {
+		if t.Name == name {
+			return t
+		}
+	}
+	return nil
+}
+
+// Result is the outcome of one table traversal.
+type Result struct {
+	Verdict matchers.Verdict
+	// Chain and Rule name the rule that decided (Rule counts from 1); Rule
+	// is 0 when the built-in chain's policy decided.
+	Chain string
+	Rule  int
+	// Hotdrop reports that a match dropped the packet as malformed.
+	Hotdrop bool
+}
+
+// StepKind classifies a trace step as iptables' TRACE does.
+type StepKind uint8
+
+const (
+	StepRule   StepKind = iota // an ordinary rule was evaluated
+	StepReturn                 // the implicit RETURN at the end of a user chain
+	StepPolicy                 // a built-in chain's policy
+)
+
+// Step is one entry of a packet's path through a table, for --trace.
+type Step struct {
+	Kind    StepKind
+	Chain   string
+	Num     int // rule number (number of rules + 1 for return/policy)
+	Rule    *Rule
+	Matched bool
+	// Failed names the part of the rule that did not match ("-s", "-p",
+	// "-m tcp", ...) when Matched is false; "hotdrop" if a match dropped.
+	Failed string
+}
+
+// Tracer receives every step of a traversal when tracing.
+type Tracer func(Step)
+
+type frame struct {
+	chain int32
+	rule  int32
+}
+
+// HasHook reports whether the table has a built-in chain at hook h.
+func (tp *TableProgram) HasHook(h matchers.Hook) bool {
+	return h < 5 && tp.builtin[h] >= 0
+}
+
+// Eval traverses the table from the built-in chain of c.Hook, as the
+// kernel's ipt_do_table does, updating counters, c.Mark and c.Events.
+// tr may be nil. The packet must be IPv4 (c.Pkt.Class == ClassOK).
+func (tp *TableProgram) Eval(c *matchers.Context, tr Tracer) Result {
+	start := tp.builtin[c.Hook]
+	var stackBuf [16]frame
+	stack := stackBuf[:0]
+	ci := start
+	ri := int32(0)
+	length := c.Pkt.Len
+	for {
+		ch := &tp.chains[ci]
+		if int(ri) >= len(ch.rules) {
+			// End of chain: policy of a built-in chain, implicit RETURN of
+			// a user chain.
+			if ch.builtin {
+				return tp.policy(ci, length, tr)
+			}
+			if tr != nil {
+				tr(Step{Kind: StepReturn, Chain: ch.name, Num: len(ch.rules) + 1, Matched: true})
+			}
+			if len(stack) == 0 {
+				return tp.policy(start, length, tr)
+			}
+			f := stack[len(stack)-1]
+			stack = stack[:len(stack)-1]
+			ci, ri = f.chain, f.rule+1
+			continue
+		}
+		r := &ch.rules[ri]
+		failed := r.match(c)
+		if failed >= 0 {
+			if c.Hotdrop {
+				if tr != nil {
+					tr(Step{Kind: StepRule, Chain: ch.name, Num: r.num, Rule: r.Rule, Failed: "hotdrop"})
+				}
+				return Result{Verdict: matchers.Drop, Chain: ch.name, Rule: r.num, Hotdrop: true}
+			}
+			if tr != nil {
+				tr(Step{Kind: StepRule, Chain: ch.name, Num: r.num, Rule: r.Rule, Failed: r.partName(failed)})
+			}
+			ri++
+			continue
+		}
+		r.Counters.Add(length)
+		if tr != nil {
+			tr(Step{Kind: StepRule, Chain: ch.name, Num: r.num, Rule: r.Rule, Matched: true})
+		}
+		switch r.Target.Kind {
+		case TargetNone:
+			ri++
+		case TargetVerdict:
+			return Result{Verdict: r.Target.Verdict, Chain: ch.name, Rule: r.num}
+		case TargetReturn:
+			if ch.builtin {
+				return tp.policy(ci, length, tr)
+			}
+			if len(stack) == 0 {
+				return tp.policy(start, length, tr)
+			}
+			f := stack[len(stack)-1]
+			stack = stack[:len(stack)-1]
+			ci, ri = f.chain, f.rule+1
+		case TargetJump:
+			stack = append(stack, frame{ci, ri})
+			ci, ri = r.jump, 0
+		case TargetGoto:
+			ci, ri = r.jump, 0
+		case TargetExt:
+			n := len(c.Events)
+			v := r.Target.Ext.Apply(c)
+			for i := n; i < len(c.Events); i++ {
+				c.Events[i].Chain, c.Events[i].Rule = ch.name, r.num
+			}
+			if v != matchers.Continue {
+				return Result{Verdict: v, Chain: ch.name, Rule: r.num}
+			}
+			ri++
+		}
+	}
+}
+
+func (tp *TableProgram) policy(ci int32, length int, tr Tracer) Result {
+	ch := &tp.chains[ci]
+	ch.counters.Add(length)
+	if tr != nil {
+		tr(Step{Kind: StepPolicy, Chain: ch.name, Num: len(ch.rules) + 1, Matched: true})
+	}
+	return Result{Verdict: ch.policy, Chain: ch.name}
+}
+
+// Parts of a rule, in the order the kernel checks them, for match()'s
+// return value; extension matches follow as partMatch+i.
+const (
+	partSrc = iota
+	partDst
+	partIn
+	partOut
+	partProto
+	partFrag
+	partMatch
+)
+
+// match returns -1 when the rule matches, else the part that failed.
+func (r *progRule) match(c *matchers.Context) int {
+	p := c.Pkt
+	if (addrBits(p.Src)&r.Src.Mask == r.Src.Addr) == r.Src.Inv {
+		return partSrc
+	}
+	if (addrBits(p.Dst)&r.Dst.Mask == r.Dst.Addr) == r.Dst.Inv {
+		return partDst
+	}
+	if ifaceMatch(&r.In, c.In) == r.In.Inv {
+		return partIn
+	}
+	if ifaceMatch(&r.Out, c.Out) == r.Out.Inv {
+		return partOut
+	}
+	if r.Proto != 0 && (p.Proto == r.Proto) == r.InvProto {
+		return partProto
+	}
+	switch r.Frag {
+	case FragNonFirst:
+		if p.FragOff() == 0 {
+			return partFrag
+		}
+	case FragNotFrag:
+		if p.FragOff() != 0 {
+			return partFrag
+		}
+	}
+	for i := range r.Matches {
+		if !r.Matches[i].Match.Match(c) {
+			return partMatch + i
+		}
+	}
+	return -1
+}
+
+func (r *progRule) partName(part int) string {
+	switch part {
+	case partSrc:
+		return "-s"
+	case partDst:
+		return "-d"
+	case partIn:
+		return "-i"
+	case partOut:
+		return "-o"
+	case partProto:
+		return "-p"
+	case partFrag:
+		return "-f"
+	}
+	return "-m " + r.Matches[part-partMatch].Name
+}
+
+func addrBits(a netip.Addr) uint32 {
+	b := a.As4()
+	return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+}
+
+// ifaceMatch compares a device name with an -i/-o pattern as the kernel
+// does: exact (name and terminating NUL) or, with a wildcard, a prefix.
+func ifaceMatch(i *Iface, dev string) bool {
+	if i.Wild {
+		return len(dev) >= len(i.Name) && dev[:len(i.Name)] == i.Name
+	}
+	if i.Name == "" {
+		return true // no -i/-o given
+	}
+	return dev == i.Name
+}

@@ -1,0 +1,219 @@
+// Package engine holds qtables' rule-set model (tables, chains, rules), its
+// parser for iptables-save/iptables-restore files and iptables command lines,
+// the canonical printer that reproduces iptables-save byte for byte, and the
+// evaluator that walks chains as the kernel's ipt_do_table does.
+//
+// The model is what the user wrote and what prints back; a Program compiled
+// from it is what evaluates packets. Match and target extensions come from
+// package matchers' registry: the engine never names one.
+package engine
+
+import (
+	"fmt"
+	"sync/atomic"
+
+	"github.com/qtables/qtables/matchers"
+)
+
+// Counters are a rule's or a policy's packet and byte counters. They are
+// updated atomically so that the live daemon's workers can share a Program.
+type Counters struct {
+	packets atomic.Uint64
+	bytes   atomic.Uint64
+}
+
+// Add counts one packet of n bytes.
+func (c *Counters) Add(n int) {
+	c.packets.Add(1)
+	c.bytes.Add(uint64(n))
+}
+
+// Get returns the packet and byte counts.
+func (c *Counters) Get() (packets, bytes uint64) { return c.packets.Load(), c.bytes.Load() }
+
+// Set replaces both counts.
+func (c *Counters) Set(packets, bytes uint64) {
+	c.packets.Store(packets)
+	c.bytes.Store(bytes)
+}
+
+// Ruleset is every table of one rules file, in the order they were loaded.
+type Ruleset struct {
+	Tables []*Table
+}
+
+// Table returns the table called name, or nil.
+func (rs *Ruleset) Table(name string) *Table {
+	for _, t := range rs.Tables {
+		if t.Name == name {
+			return t
+		}
+	}
+	return nil
+}
+
+// tableDefs lists the tables qtables honours and their built-in chains in
+// hook order. nat is refused: a queue verdict cannot rewrite addresses.
+var tableDefs = map[string][]matchers.Hook{
+	"filter": {matchers.HookInput, matchers.HookForward, matchers.HookOutput},
+	"mangle": {matchers.HookPrerouting, matchers.HookInput, matchers.HookForward, matchers.HookOutput, matchers.HookPostrouting},
+}
+
+// NewTable returns table name with its built-in chains, policies ACCEPT.
+func NewTable(name string) (*Table, error) {
+	hooks, ok := tableDefs[name]
+	if !ok {
+		switch name {
+		case "nat":
+			return nil, fmt.Errorf("table %q is not supported: NAT rewrites addresses, which a queue verdict cannot do; keep nat rules in the kernel", name)
+		case "raw", "security":
+			return nil, fmt.Errorf("table %q is not supported yet (qtables implements filter and mangle)", name)
+		}
+		return nil, fmt.Errorf("can't initialize iptables table %q: Table does not exist", name)
+	}
+	t := &Table{Name: name}
+	for _, h := range hooks {
+		t.Chains = append(t.Chains, &Chain{Name: h.String(), Builtin: true, Hook: h, Policy: matchers.Accept})
+	}
+	return t, nil
+}
+
+// Table is one iptables table: built-in chains in hook order, then user
+// chains sorted by name (the order iptables-save prints).
+type Table struct {
+	Name   string
+	Chains []*Chain
+}
+
+// Chain returns the chain called name, or nil.
+func (t *Table) Chain(name string) *Chain {
+	for _, c := range t.Chains {
+		if c.Name == name {
+			return c
+		}
+	}
+	return nil
+}
+
+// AddChain creates user chain name, keeping user chains sorted.
+func (t *Table) AddChain(name string) (*Chain, error) {
+	if err := validChainName(name); err != nil {
+		return nil, err
+	}
+	if t.Chain(name) != nil {
+		return nil, fmt.Errorf("chain %q already exists", name)
+	}
+	c := &Chain{Name: name}
+	i := len(t.Chains)
+	for i > 0 && !t.Chains[i-1].Builtin && t.Chains[i-1].Name > name {
+		i--
+	}
+	t.Chains = append(t.Chains, nil)
+	copy(t.Chains[i+1:], t.Chains[i:])
+	t.Chains[i] = c
+	return c, nil
+}
+
+// References counts the rules in t that jump or go to chain name.
+func (t *Table) References(name string) int {
+	n := 0
+	for _, c := range t.Chains {
+		for _, r := range c.Rules {
+			if (r.Target.Kind == TargetJump || r.Target.Kind == TargetGoto) && r.Target.Name == name {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+// Chain is a built-in or user-defined chain.
+type Chain struct {
+	Name    string
+	Builtin bool
+	// Hook is the hook of a built-in chain.
+	Hook matchers.Hook
+	// Policy is ACCEPT or DROP for built-in chains.
+	Policy   matchers.Verdict
+	Counters Counters // policy counters of a built-in chain
+	Rules    []*Rule
+}
+
+// FragMode is the -f flag of a rule.
+type FragMode uint8
+
+const (
+	FragAny      FragMode = iota // no -f
+	FragNonFirst                 // -f: only non-first fragments
+	FragNotFrag                  // ! -f: unfragmented packets and first fragments
+)
+
+// Addr is an IPv4 address and (possibly non-contiguous) mask as iptables
+// stores them: Addr is already ANDed with Mask.
+type Addr struct {
+	Addr, Mask uint32
+	Inv        bool
+}
+
+// Iface is an -i/-o interface match. With Wild the name is a prefix
+// (written with a trailing "+" on the command line).
+type Iface struct {
+	Name string
+	Wild bool
+	Inv  bool
+}
+
+// TargetKind says what a rule does when it matches.
+type TargetKind uint8
+
+const (
+	TargetNone    TargetKind = iota // no -j: count and continue
+	TargetVerdict                   // ACCEPT, DROP (Target.Verdict)
+	TargetReturn                    // RETURN
+	TargetJump                      // -j CHAIN
+	TargetGoto                      // -g CHAIN
+	TargetExt                       // an extension target (LOG, MARK, ...)
+)
+
+// Target is a rule's -j/-g.
+type Target struct {
+	Kind TargetKind
+	// Name is the name as printed after -j/-g (chain or extension name).
+	Name    string
+	Verdict matchers.Verdict
+	Ext     matchers.Target
+}
+
+// MatchInstance is one -m in a rule.
+type MatchInstance struct {
+	Name  string
+	Match matchers.Match
+}
+
+// Rule is one rule of a chain.
+type Rule struct {
+	Src, Dst Addr
+	In, Out  Iface
+	Proto    uint8
+	InvProto bool
+	Frag     FragMode
+	Matches  []MatchInstance
+	Target   Target
+	Counters Counters
+	// Source is where the rule was written, for traces and diagnostics.
+	Source Pos
+}
+
+// Pos is a position in a rules file or command line.
+type Pos struct {
+	File string
+	Line int
+	Col  int
+}
+
+func (p Pos) String() string {
+	if p.File == "" && p.Line == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%s:%d:%d", p.File, p.Line, p.Col)
+}
