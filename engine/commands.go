@@ -316,23 +316,26 @@ func (t *Table) Validate() error {
 	hooks := map[*Chain]matchers.HookMask{}
 	var visit func(c *Chain, h matchers.Hook, path []*Chain) error
 	visit = func(c *Chain, h matchers.Hook, path []*Chain) error {
-		for _, p := range path {
-			if p == c {
-				return fmt.Errorf("too many levels of symbolic links: loop in chain %q", c.Name)
-			}
-		}
-		if hooks[c].Has(h) && len(path) > 0 {
-			return nil
+		if hooks[c].Has(h) {
+			return nil // already explored from this hook: any loop was found then
 		}
 		hooks[c] |= 1 << h
 		path = append(path, c)
 		for _, r := range c.Rules {
-			if r.Target.Kind == TargetJump || r.Target.Kind == TargetGoto {
-				if next := t.Chain(r.Target.Name); next != nil {
-					if err := visit(next, h, path); err != nil {
-						return err
-					}
+			if r.Target.Kind != TargetJump && r.Target.Kind != TargetGoto {
+				continue
+			}
+			next := t.Chain(r.Target.Name)
+			if next == nil {
+				continue
+			}
+			for _, p := range path {
+				if p == next {
+					return &Error{Pos: r.Source, Msg: fmt.Sprintf("too many levels of links: rule in chain %q jumps back to %q, a loop", c.Name, next.Name)}
 				}
+			}
+			if err := visit(next, h, path); err != nil {
+				return err
 			}
 		}
 		return nil
@@ -340,7 +343,7 @@ func (t *Table) Validate() error {
 	for _, c := range t.Chains {
 		if c.Builtin {
 			if err := visit(c, c.Hook, nil); err != nil {
-				return &Error{Pos: c.firstPos(), Msg: err.Error()}
+				return err
 			}
 		}
 	}
@@ -363,11 +366,4 @@ func (t *Table) Validate() error {
 		}
 	}
 	return nil
-}
-
-func (c *Chain) firstPos() Pos {
-	if len(c.Rules) > 0 {
-		return c.Rules[0].Source
-	}
-	return Pos{}
 }

@@ -133,6 +133,7 @@ func (tp *TableProgram) Eval(c *matchers.Context, tr Tracer) Result {
 	ci := start
 	ri := int32(0)
 	length := c.Pkt.Len
+	src, dst := addrBits(c.Pkt.Src), addrBits(c.Pkt.Dst)
 	for {
 		ch := &tp.chains[ci]
 		if int(ri) >= len(ch.rules) {
@@ -153,7 +154,7 @@ func (tp *TableProgram) Eval(c *matchers.Context, tr Tracer) Result {
 			continue
 		}
 		r := &ch.rules[ri]
-		failed := r.match(c)
+		failed := r.match(c, src, dst)
 		if failed >= 0 {
 			if c.Hotdrop {
 				if tr != nil {
@@ -227,12 +228,12 @@ const (
 )
 
 // match returns -1 when the rule matches, else the part that failed.
-func (r *progRule) match(c *matchers.Context) int {
+func (r *progRule) match(c *matchers.Context, src, dst uint32) int {
 	p := c.Pkt
-	if (addrBits(p.Src)&r.Src.Mask == r.Src.Addr) == r.Src.Inv {
+	if (src&r.Src.Mask == r.Src.Addr) == r.Src.Inv {
 		return partSrc
 	}
-	if (addrBits(p.Dst)&r.Dst.Mask == r.Dst.Addr) == r.Dst.Inv {
+	if (dst&r.Dst.Mask == r.Dst.Addr) == r.Dst.Inv {
 		return partDst
 	}
 	if ifaceMatch(&r.In, c.In) == r.In.Inv {

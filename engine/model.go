@@ -217,3 +217,20 @@ func (p Pos) String() string {
 	}
 	return fmt.Sprintf("%s:%d:%d", p.File, p.Line, p.Col)
 }
+
+// HasCounters reports whether any rule or policy counter is non-zero.
+func (rs *Ruleset) HasCounters() bool {
+	for _, t := range rs.Tables {
+		for _, c := range t.Chains {
+			if p, b := c.Counters.Get(); p != 0 || b != 0 {
+				return true
+			}
+			for _, r := range c.Rules {
+				if p, b := r.Counters.Get(); p != 0 || b != 0 {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}

@@ -1,0 +1,52 @@
+# qtables: `make demo` runs the main job on shipped defaults, `make test`
+# runs the whole test suite. Both install what is missing (scripts/deps.sh).
+
+GO       ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
+BIN      := bin/qtables
+N        ?= 1000
+FUZZTIME ?= 15s
+OUT      := out
+
+.PHONY: all build deps demo test vet fmt-check fuzz conformance bench clean
+
+all: build
+
+deps:
+	@scripts/deps.sh
+
+build:
+	$(GO) build -o $(BIN) ./cmd/qtables
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet ./...
+
+# The whole suite: formatting, vet, unit tests with the race detector, and
+# the kernel conformance suite (root; it creates its own network namespaces).
+test: deps fmt-check vet
+	$(GO) test -race -count=1 -timeout 40m ./...
+
+demo: deps build
+	@scripts/demo.sh
+
+# More kernel conformance cases than make test runs: make conformance N=5000
+conformance: deps
+	QTABLES_CONFORMANCE_N=$(N) $(GO) test -count=1 -timeout 120m -run Kernel -v ./conformance/ | tail -n 40
+
+fuzz:
+	@for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz'); do \
+	    echo "== $$pkg $$f"; \
+	    $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	  done; \
+	done
+
+bench:
+	@mkdir -p $(OUT)
+	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./... | tee $(OUT)/bench.txt
+
+clean:
+	rm -rf bin $(OUT)

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs what qtables' build, tests and demo need on a Debian machine and
+# is missing: iproute2 (ip netns, veth), iptables (the kernel reference the
+# tests compare against). Go itself must already be installed.
+set -euo pipefail
+
+need=()
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
+command -v iptables >/dev/null 2>&1 || need+=(iptables)
+command -v iptables-save >/dev/null 2>&1 || need+=(iptables)
+
+if ! command -v go >/dev/null 2>&1 && [ ! -x /usr/local/go/bin/go ]; then
+	echo "deps: Go is not installed (need Go 1.24 or newer in PATH or /usr/local/go)" >&2
+	exit 1
+fi
+
+if [ ${#need[@]} -eq 0 ]; then
+	exit 0
+fi
+if [ "$(id -u)" -ne 0 ]; then
+	echo "deps: missing ${need[*]}; run as root (or install them: apt-get install ${need[*]})" >&2
+	exit 1
+fi
+if ! command -v apt-get >/dev/null 2>&1; then
+	echo "deps: missing ${need[*]} and apt-get is not available to install them" >&2
+	exit 1
+fi
+echo "deps: installing ${need[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
