@@ -639,8 +639,24 @@ func (rp *ruleParams) setTarget(isGoto bool, arg token, loaded *[]*extInstance) 
 		*loaded = append(*loaded, inst)
 		return nil
 	}
+	if iptablesTargets[name] {
+		return errAt(arg, "target extension %s is not implemented by qtables", name)
+	}
 	rp.targetKind = TargetJump // resolved against the table when applied
 	return nil
+}
+
+// iptablesTargets are iptables' target extensions: a name from this list is
+// never a chain (iptables refuses such chain names), so a rule using one
+// that qtables lacks is refused by name rather than as a missing chain.
+var iptablesTargets = map[string]bool{
+	"AUDIT": true, "CHECKSUM": true, "CLASSIFY": true, "CLUSTERIP": true, "CONNMARK": true,
+	"CONNSECMARK": true, "CT": true, "DNAT": true, "DNPT": true, "DSCP": true, "ECN": true,
+	"HL": true, "HMARK": true, "IDLETIMER": true, "LED": true, "LOG": true, "MARK": true,
+	"MASQUERADE": true, "NETMAP": true, "NFLOG": true, "NFQUEUE": true, "NOTRACK": true,
+	"RATEEST": true, "REDIRECT": true, "REJECT": true, "SECMARK": true, "SET": true,
+	"SNAT": true, "SNPT": true, "SYNPROXY": true, "TCPMSS": true, "TCPOPTSTRIP": true,
+	"TEE": true, "TOS": true, "TPROXY": true, "TRACE": true, "TTL": true, "ULOG": true,
 }
 
 // buildRules builds the rule(s) of a command from its parameters.

@@ -176,3 +176,16 @@ func TestBundledShortOptions(t *testing.T) {
 		t.Errorf("-I without number: got %+v", cmd)
 	}
 }
+
+func TestUnimplementedExtensionsNamed(t *testing.T) {
+	for _, tt := range []struct{ line, token, msg string }{
+		{"-A INPUT -j SNAT --to-source 1.1.1.1", "SNAT", "target extension SNAT is not implemented"},
+		{"-A INPUT -m geoip --src-cc FR", "geoip", "match extension \"geoip\" is not implemented"},
+	} {
+		_, err := parseLine(t, tt.line)
+		e, ok := err.(*Error)
+		if !ok || e.Token != tt.token || !strings.Contains(e.Msg, tt.msg) {
+			t.Errorf("%q: got %v, want token %q and %q", tt.line, err, tt.token, tt.msg)
+		}
+	}
+}
