@@ -146,7 +146,7 @@ type logTargetBuilder struct {
 
 func (lb *logTargetBuilder) Parse(name string, args []string, invert bool) error {
 	if invert {
-		return fmt.Errorf("LOG: option \"--%s\" %w", name, ErrInvert)
+		return fmt.Errorf("option \"--%s\" %w", name, ErrInvert)
 	}
 	idx := -1
 	for i := range logOptions {
@@ -155,29 +155,29 @@ func (lb *logTargetBuilder) Parse(name string, args []string, invert bool) error
 		}
 	}
 	if idx < 0 {
-		return fmt.Errorf("LOG: unknown option \"--%s\"", name)
+		return fmt.Errorf("unknown option \"--%s\"", name)
 	}
 	if lb.seen&(1<<idx) != 0 {
-		return fmt.Errorf("LOG: option \"--%s\" can only be used once", name)
+		return fmt.Errorf("option \"--%s\" can only be used once", name)
 	}
 	if len(args) != logOptions[idx].Args {
-		return fmt.Errorf("LOG: option \"--%s\" takes %d argument(s)", name, logOptions[idx].Args)
+		return fmt.Errorf("option \"--%s\" takes %d argument(s)", name, logOptions[idx].Args)
 	}
 	switch name {
 	case "log-level":
 		lvl, err := ParseLogLevel(args[0])
 		if err != nil {
-			return fmt.Errorf("LOG: %w", err)
+			return err
 		}
 		lb.level = lvl
 	case "log-prefix":
 		p := args[0]
 		if p == "" {
-			return fmt.Errorf("LOG: --log-prefix: argument must have a minimum length of 1 characters")
+			return fmt.Errorf("--log-prefix: argument must have a minimum length of 1 characters")
 		}
 		// iptables checks the whole argument, also beyond the cut.
 		if strings.IndexByte(p, '\n') >= 0 {
-			return fmt.Errorf("LOG: newlines not allowed in --log-prefix")
+			return fmt.Errorf("newlines not allowed in --log-prefix")
 		}
 		if len(p) > LogPrefixMax {
 			p = p[:LogPrefixMax]

@@ -76,23 +76,23 @@ type markTargetBuilder struct {
 
 func (mb *markTargetBuilder) Parse(name string, args []string, invert bool) error {
 	if invert {
-		return fmt.Errorf("MARK: option \"--%s\" %w", name, ErrInvert)
+		return fmt.Errorf("option \"--%s\" %w", name, ErrInvert)
 	}
 	if len(args) != 1 {
-		return fmt.Errorf("MARK: option \"--%s\" requires an argument", name)
+		return fmt.Errorf("option \"--%s\" requires an argument", name)
 	}
 	if mb.opt != "" {
 		if mb.opt == name {
-			return fmt.Errorf("MARK: option \"--%s\" can only be used once", name)
+			return fmt.Errorf("option \"--%s\" can only be used once", name)
 		}
-		return fmt.Errorf("MARK: option \"--%s\" cannot be used together with \"--%s\"", mb.opt, name)
+		return fmt.Errorf("option \"--%s\" cannot be used together with \"--%s\"", mb.opt, name)
 	}
 	arg := args[0]
 	switch name {
 	case "set-xmark", "set-mark":
 		v, m, err := tgtParseMarkMask(arg)
 		if err != nil {
-			return fmt.Errorf("MARK: option \"--%s\": %w", name, err)
+			return fmt.Errorf("option \"--%s\": %w", name, err)
 		}
 		if name == "set-mark" {
 			// Clear the bits of the mask and of the value, then set the value.
@@ -102,7 +102,7 @@ func (mb *markTargetBuilder) Parse(name string, args []string, invert bool) erro
 	case "and-mark", "or-mark", "xor-mark":
 		v, ok := tgtParseUint(arg, 0xffffffff)
 		if !ok {
-			return fmt.Errorf("MARK: bad value for option \"--%s\", or out of range (0-4294967295)", name)
+			return fmt.Errorf("bad value for option \"--%s\", or out of range (0-4294967295)", name)
 		}
 		b := uint32(v)
 		switch name {
@@ -114,13 +114,13 @@ func (mb *markTargetBuilder) Parse(name string, args []string, invert bool) erro
 			mb.t = MarkTarget{Value: b, Mask: 0}
 		}
 	default:
-		return fmt.Errorf("MARK: unknown option \"--%s\"", name)
+		return fmt.Errorf("unknown option \"--%s\"", name)
 	}
 	mb.opt = name
 	return nil
 }
 
-var errMarkNoOption = errors.New("MARK: One of the --set-xmark, --{and,or,xor,set}-mark options is required")
+var errMarkNoOption = errors.New("one of the --set-xmark, --{and,or,xor,set}-mark options is required")
 
 func (mb *markTargetBuilder) Build(r *Rule) (Target, error) {
 	if mb.opt == "" {

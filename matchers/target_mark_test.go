@@ -3,6 +3,8 @@ package matchers
 import (
 	"errors"
 	"fmt"
+	"os"
+	"os/exec"
 	"strings"
 	"testing"
 )
@@ -72,9 +74,17 @@ func tgtSaveList(t Target) (save, listN, list string) {
 type tgtCase struct {
 	rule  Rule
 	args  string
+	argv  []string // the option words, when args cannot carry them
 	save  string
 	listN string
 	list  string // "" = same as listN
+}
+
+func (tc tgtCase) words() []string {
+	if tc.argv != nil {
+		return tc.argv
+	}
+	return tgtSplit(tc.args)
 }
 
 func tgtSplit(s string) []string {
@@ -105,7 +115,7 @@ func tgtRunCases(t *testing.T, name string, cases []tgtCase) {
 	t.Helper()
 	for _, tc := range cases {
 		t.Run(tc.args, func(t *testing.T) {
-			tg, err := tgtBuild(name, tc.rule, tgtSplit(tc.args)...)
+			tg, err := tgtBuild(name, tc.rule, tc.words()...)
 			if tc.listN == "" {
 				if err == nil {
 					t.Fatalf("-j %s %s: accepted, iptables refuses it", name, tc.args)
@@ -269,5 +279,109 @@ func BenchmarkMARKApply(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		tg.Apply(c)
+	}
+}
+
+// TestTgtAgainstIptables replays every case of the target tables through
+// the installed iptables in a throwaway network namespace and compares
+// iptables-save and iptables -L [-n] with Save and List; refused cases must
+// fail there too. It changes system state (creates and deletes a netns),
+// so it runs only as root with QTABLES_NETNS_TESTS=1.
+func TestTgtAgainstIptables(t *testing.T) {
+	if os.Getenv("QTABLES_NETNS_TESTS") != "1" || os.Geteuid() != 0 {
+		t.Skip("set QTABLES_NETNS_TESTS=1 and run as root to compare with the installed iptables")
+	}
+	if _, err := exec.LookPath("iptables"); err != nil {
+		t.Skip("iptables not installed")
+	}
+	ns := fmt.Sprintf("qt-tgt-%d", os.Getpid())
+	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add: %v: %s", err, out)
+	}
+	defer exec.Command("ip", "netns", "del", ns).Run()
+	in := func(args ...string) (string, error) {
+		out, err := exec.Command("ip", append([]string{"netns", "exec", ns}, args...)...).CombinedOutput()
+		return string(out), err
+	}
+	lastLine := func(s string) string {
+		lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+		return lines[len(lines)-1]
+	}
+	builtin := map[string]bool{"PREROUTING": true, "INPUT": true, "FORWARD": true, "OUTPUT": true, "POSTROUTING": true}
+	for _, g := range []struct {
+		name  string
+		cases []tgtCase
+	}{{"MARK", markCases}, {"LOG", logCases}, {"REJECT", rejectCases}, {"NFQUEUE", nfqueueCases}} {
+		for _, tc := range g.cases {
+			table, chain := tc.rule.Table, tc.rule.Chain
+			if table == "" {
+				table = "filter"
+			}
+			if chain == "" {
+				chain = "INPUT"
+			}
+			if !builtin[chain] {
+				in("iptables", "-t", table, "-N", chain)
+			}
+			args := []string{"-t", table, "-A", chain}
+			protoSave := ""
+			if tc.rule.Proto != 0 {
+				p := map[uint8]string{6: "tcp", 17: "udp"}[tc.rule.Proto]
+				if tc.rule.InvProto {
+					args = append(args, "!")
+					protoSave = " !"
+				}
+				args = append(args, "-p", p)
+				protoSave += " -p " + p
+			}
+			args = append(append(args, "-j", g.name), tc.words()...)
+			desc := strings.Join(args, " ")
+			out, err := in(append([]string{"iptables"}, args...)...)
+			if tc.listN == "" {
+				if err == nil {
+					t.Errorf("%s: the installed iptables accepts it, the test expects a refusal", desc)
+					in("iptables", "-t", table, "-F", chain)
+				}
+				continue
+			}
+			if err != nil {
+				t.Errorf("%s: iptables refuses it: %v: %s", desc, err, out)
+				continue
+			}
+			tg, err := tgtBuild(g.name, tc.rule, tc.words()...)
+			if err != nil {
+				t.Errorf("%s: %v", desc, err)
+				continue
+			}
+			save, listN, list := tgtSaveList(tg)
+			dump, _ := in("iptables-save", "-t", table)
+			want := "-A " + chain + protoSave + " -j " + g.name + save
+			found := false
+			for _, l := range strings.Split(dump, "\n") {
+				if strings.HasPrefix(l, "-A "+chain+" ") {
+					found = true
+					if l != want {
+						t.Errorf("%s:\niptables-save: %q\n        ours: %q", desc, l, want)
+					}
+				}
+			}
+			if !found {
+				t.Errorf("%s: no rule in iptables-save output:\n%s", desc, dump)
+			}
+			for _, l := range []struct{ flag, want string }{{"-n", listN}, {"", list}} {
+				largs := []string{"iptables", "-t", table, "-L", chain}
+				if l.flag != "" {
+					largs = append(largs, l.flag)
+				}
+				out, _ := in(largs...)
+				line := lastLine(out)
+				// Our text starts with its own space; the column before it
+				// is padded with spaces, so one more must precede it.
+				if !strings.HasSuffix(line, " "+l.want) {
+					t.Errorf("%s: iptables -L %s prints %q, ours %q", desc, l.flag, line, l.want)
+				}
+			}
+			in("iptables", "-t", table, "-F", chain)
+		}
 	}
 }

@@ -146,33 +146,33 @@ type nfqueueTargetBuilder struct {
 
 func (nb *nfqueueTargetBuilder) Parse(name string, args []string, invert bool) error {
 	if invert {
-		return fmt.Errorf("NFQUEUE: option \"--%s\" %w", name, ErrInvert)
+		return fmt.Errorf("option \"--%s\" %w", name, ErrInvert)
 	}
 	if nb.seen[name] {
-		return fmt.Errorf("NFQUEUE: option \"--%s\" can only be used once", name)
+		return fmt.Errorf("option \"--%s\" can only be used once", name)
 	}
 	for _, excl := range [][2]string{{"queue-num", "queue-balance"}, {"queue-balance", "queue-num"}} {
 		if name == excl[1] && nb.seen[excl[0]] {
-			return fmt.Errorf("NFQUEUE: option \"--%s\" cannot be used together with \"--%s\"", excl[0], excl[1])
+			return fmt.Errorf("option \"--%s\" cannot be used together with \"--%s\"", excl[0], excl[1])
 		}
 	}
 	switch name {
 	case "queue-num":
 		if len(args) != 1 {
-			return fmt.Errorf("NFQUEUE: option \"--queue-num\" requires an argument")
+			return fmt.Errorf("option \"--queue-num\" requires an argument")
 		}
 		v, ok := tgtParseUint(args[0], 0xffff)
 		if !ok {
-			return fmt.Errorf("NFQUEUE: bad value for option \"--queue-num\", or out of range (0-65535)")
+			return fmt.Errorf("bad value for option \"--queue-num\", or out of range (0-65535)")
 		}
 		nb.num = uint16(v)
 	case "queue-balance":
 		if len(args) != 1 {
-			return fmt.Errorf("NFQUEUE: option \"--queue-balance\" requires an argument")
+			return fmt.Errorf("option \"--queue-balance\" requires an argument")
 		}
 		first, last, err := tgtParseQueueRange(args[0])
 		if err != nil {
-			return fmt.Errorf("NFQUEUE: %w", err)
+			return err
 		}
 		nb.first, nb.last, nb.balance = first, last, true
 	case "queue-bypass":
@@ -180,7 +180,7 @@ func (nb *nfqueueTargetBuilder) Parse(name string, args []string, invert bool) e
 	case "queue-cpu-fanout":
 		nb.cpuFanout = true
 	default:
-		return fmt.Errorf("NFQUEUE: unknown option \"--%s\"", name)
+		return fmt.Errorf("unknown option \"--%s\"", name)
 	}
 	if nb.seen == nil {
 		nb.seen = map[string]bool{}
@@ -235,13 +235,13 @@ func tgtParseQueueRange(s string) (first, last uint32, err error) {
 // 0:65535 wraps to 0 queues and is refused with EINVAL.
 func (nb *nfqueueTargetBuilder) Build(r *Rule) (Target, error) {
 	if nb.cpuFanout && !nb.balance {
-		return nil, fmt.Errorf("NFQUEUE: option \"--queue-cpu-fanout\" also requires \"--queue-balance\"")
+		return nil, fmt.Errorf("option \"--queue-cpu-fanout\" also requires \"--queue-balance\"")
 	}
 	t := &NFQueueTarget{Num: nb.num, Total: 1, Bypass: nb.bypass, CPUFanout: nb.cpuFanout}
 	if nb.balance {
 		total := nb.last - nb.first + 1
 		if total > 0xffff {
-			return nil, fmt.Errorf("NFQUEUE: --queue-balance %d:%d: number of total queues is 0 (the count %d does not fit 16 bits; kernel: invalid argument)", nb.first, nb.last, total)
+			return nil, fmt.Errorf("--queue-balance %d:%d: number of total queues is 0 (the count %d does not fit 16 bits; kernel: invalid argument)", nb.first, nb.last, total)
 		}
 		t.Num, t.Total = uint16(nb.first), uint16(total)
 	}

@@ -128,20 +128,20 @@ type rejectTargetBuilder struct {
 
 func (rb *rejectTargetBuilder) Parse(name string, args []string, invert bool) error {
 	if name != "reject-with" {
-		return fmt.Errorf("REJECT: unknown option \"--%s\"", name)
+		return fmt.Errorf("unknown option \"--%s\"", name)
 	}
 	if invert {
-		return fmt.Errorf("REJECT: option \"--reject-with\" %w", ErrInvert)
+		return fmt.Errorf("option \"--reject-with\" %w", ErrInvert)
 	}
 	if rb.seen {
-		return fmt.Errorf("REJECT: option \"--reject-with\" can only be used once")
+		return fmt.Errorf("option \"--reject-with\" can only be used once")
 	}
 	if len(args) != 1 {
-		return fmt.Errorf("REJECT: option \"--reject-with\" requires an argument")
+		return fmt.Errorf("option \"--reject-with\" requires an argument")
 	}
 	typ, err := ParseRejectType(args[0])
 	if err != nil {
-		return fmt.Errorf("REJECT: %w", err)
+		return err
 	}
 	rb.seen, rb.typ = true, typ
 	return nil
@@ -151,10 +151,10 @@ func (rb *rejectTargetBuilder) Parse(name string, args []string, invert bool) er
 // match TCP only (-p tcp, not inverted).
 func (rb *rejectTargetBuilder) Build(r *Rule) (Target, error) {
 	if r.Table != "" && r.Table != "filter" {
-		return nil, fmt.Errorf("REJECT: only valid in the filter table, not %q", r.Table)
+		return nil, fmt.Errorf("only valid in the filter table, not %q", r.Table)
 	}
 	if rb.typ == RejectTCPReset && (r.Proto != packet.ProtoTCP || r.InvProto) {
-		return nil, fmt.Errorf("REJECT: --reject-with tcp-reset is only valid with -p tcp (kernel: TCP_RESET invalid for non-tcp)")
+		return nil, fmt.Errorf("--reject-with tcp-reset is only valid with -p tcp (kernel: TCP_RESET invalid for non-tcp)")
 	}
 	return &RejectTarget{With: rb.typ}, nil
 }
