@@ -30,10 +30,24 @@ type progChain struct {
 	rules    []progRule
 }
 
+// progRule is a rule laid out for evaluation: the header fields the kernel
+// compares first are copied inline so that walking a chain reads one
+// contiguous array instead of chasing a pointer per rule.
 type progRule struct {
-	*Rule
-	jump int32 // chain index of a jump or goto
-	num  int   // 1-based rule number in its chain
+	src, srcMask, dst, dstMask uint32
+	invSrc, invDst             bool
+	proto                      uint8
+	invProto                   bool
+	frag                       FragMode
+	in, out                    Iface
+	matches                    []matchers.Match
+	target                     TargetKind
+	verdict                    matchers.Verdict
+	ext                        matchers.Target
+	jump                       int32 // chain index of a jump or goto
+	num                        int   // 1-based rule number in its chain
+	counters                   *Counters
+	rule                       *Rule
 }
 
 // Compile builds the Program for rs.
@@ -51,7 +65,16 @@ func Compile(rs *Ruleset) (*Program, error) {
 				tp.builtin[c.Hook] = int32(i)
 			}
 			for j, r := range c.Rules {
-				pr := progRule{Rule: r, jump: -1, num: j + 1}
+				pr := progRule{
+					src: r.Src.Addr, srcMask: r.Src.Mask, invSrc: r.Src.Inv,
+					dst: r.Dst.Addr, dstMask: r.Dst.Mask, invDst: r.Dst.Inv,
+					proto: r.Proto, invProto: r.InvProto, frag: r.Frag, in: r.In, out: r.Out,
+					target: r.Target.Kind, verdict: r.Target.Verdict, ext: r.Target.Ext,
+					jump: -1, num: j + 1, counters: &r.Counters, rule: r,
+				}
+				for _, m := range r.Matches {
+					pr.matches = append(pr.matches, m.Match)
+				}
 				if r.Target.Kind == TargetJump || r.Target.Kind == TargetGoto {
 					idx, ok := index[r.Target.Name]
 					if !ok {
@@ -158,25 +181,25 @@ func (tp *TableProgram) Eval(c *matchers.Context, tr Tracer) Result {
 		if failed >= 0 {
 			if c.Hotdrop {
 				if tr != nil {
-					tr(Step{Kind: StepRule, Chain: ch.name, Num: r.num, Rule: r.Rule, Failed: "hotdrop"})
+					tr(Step{Kind: StepRule, Chain: ch.name, Num: r.num, Rule: r.rule, Failed: "hotdrop"})
 				}
 				return Result{Verdict: matchers.Drop, Chain: ch.name, Rule: r.num, Hotdrop: true}
 			}
 			if tr != nil {
-				tr(Step{Kind: StepRule, Chain: ch.name, Num: r.num, Rule: r.Rule, Failed: r.partName(failed)})
+				tr(Step{Kind: StepRule, Chain: ch.name, Num: r.num, Rule: r.rule, Failed: r.partName(failed)})
 			}
 			ri++
 			continue
 		}
-		r.Counters.Add(length)
+		r.counters.Add(length)
 		if tr != nil {
-			tr(Step{Kind: StepRule, Chain: ch.name, Num: r.num, Rule: r.Rule, Matched: true})
+			tr(Step{Kind: StepRule, Chain: ch.name, Num: r.num, Rule: r.rule, Matched: true})
 		}
-		switch r.Target.Kind {
+		switch r.target {
 		case TargetNone:
 			ri++
 		case TargetVerdict:
-			return Result{Verdict: r.Target.Verdict, Chain: ch.name, Rule: r.num}
+			return Result{Verdict: r.verdict, Chain: ch.name, Rule: r.num}
 		case TargetReturn:
 			if ch.builtin {
 				return tp.policy(ci, length, tr)
@@ -194,7 +217,7 @@ func (tp *TableProgram) Eval(c *matchers.Context, tr Tracer) Result {
 			ci, ri = r.jump, 0
 		case TargetExt:
 			n := len(c.Events)
-			v := r.Target.Ext.Apply(c)
+			v := r.ext.Apply(c)
 			for i := n; i < len(c.Events); i++ {
 				c.Events[i].Chain, c.Events[i].Rule = ch.name, r.num
 			}
@@ -230,22 +253,22 @@ const (
 // match returns -1 when the rule matches, else the part that failed.
 func (r *progRule) match(c *matchers.Context, src, dst uint32) int {
 	p := c.Pkt
-	if (src&r.Src.Mask == r.Src.Addr) == r.Src.Inv {
+	if (src&r.srcMask == r.src) == r.invSrc {
 		return partSrc
 	}
-	if (dst&r.Dst.Mask == r.Dst.Addr) == r.Dst.Inv {
+	if (dst&r.dstMask == r.dst) == r.invDst {
 		return partDst
 	}
-	if ifaceMatch(&r.In, c.In) == r.In.Inv {
+	if ifaceMatch(&r.in, c.In) == r.in.Inv {
 		return partIn
 	}
-	if ifaceMatch(&r.Out, c.Out) == r.Out.Inv {
+	if ifaceMatch(&r.out, c.Out) == r.out.Inv {
 		return partOut
 	}
-	if r.Proto != 0 && (p.Proto == r.Proto) == r.InvProto {
+	if r.proto != 0 && (p.Proto == r.proto) == r.invProto {
 		return partProto
 	}
-	switch r.Frag {
+	switch r.frag {
 	case FragNonFirst:
 		if p.FragOff() == 0 {
 			return partFrag
@@ -255,8 +278,8 @@ func (r *progRule) match(c *matchers.Context, src, dst uint32) int {
 			return partFrag
 		}
 	}
-	for i := range r.Matches {
-		if !r.Matches[i].Match.Match(c) {
+	for i, m := range r.matches {
+		if !m.Match(c) {
 			return partMatch + i
 		}
 	}
@@ -278,7 +301,7 @@ func (r *progRule) partName(part int) string {
 	case partFrag:
 		return "-f"
 	}
-	return "-m " + r.Matches[part-partMatch].Name
+	return "-m " + r.rule.Matches[part-partMatch].Name
 }
 
 func addrBits(a netip.Addr) uint32 {

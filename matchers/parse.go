@@ -13,11 +13,16 @@ import (
 // ParseUint parses s as strtoul(s, 0) does in iptables: decimal, 0x hex or
 // leading-0 octal, no sign, at most max.
 func ParseUint(s string, max uint64) (uint64, error) {
-	if s == "" || s[0] == '-' || s[0] == '+' {
-		return 0, fmt.Errorf("invalid number %q", s)
+	bad := s == "" || s[0] == '-' || strings.ContainsRune(s, '_')
+	digits, base := strings.TrimPrefix(s, "+"), 10
+	switch {
+	case len(digits) > 2 && (digits[:2] == "0x" || digits[:2] == "0X"):
+		digits, base = digits[2:], 16
+	case len(digits) > 1 && digits[0] == '0':
+		digits, base = digits[1:], 8
 	}
-	v, err := strconv.ParseUint(s, 0, 64)
-	if err != nil || v > max {
+	v, err := strconv.ParseUint(digits, base, 64)
+	if bad || err != nil || v > max {
 		return 0, fmt.Errorf("invalid number %q (must be 0..%d)", s, max)
 	}
 	return v, nil
