@@ -66,11 +66,11 @@ COMMIT
 		chain    string
 		rule     int
 	}{
-		{"10.0.0.1", "1.1.1.1", 6, matchers.Drop, "FORWARD", 0},   // A RETURNs, falls through FORWARD to policy
-		{"10.0.0.1", "2.2.2.2", 6, matchers.Drop, "B", 1},         // A -> B drops
-		{"10.0.0.1", "9.9.9.9", 6, matchers.Accept, "A", 3},       // B returns into A, A accepts
-		{"10.0.0.2", "3.3.3.3", 17, matchers.Accept, "G", 1},      // goto G accepts
-		{"10.0.0.2", "4.4.4.4", 17, matchers.Drop, "FORWARD", 0},  // RETURN from goto'd chain: policy, not the next FORWARD rule
+		{"10.0.0.1", "1.1.1.1", 6, matchers.Drop, "FORWARD", 0},  // A RETURNs, falls through FORWARD to policy
+		{"10.0.0.1", "2.2.2.2", 6, matchers.Drop, "B", 1},        // A -> B drops
+		{"10.0.0.1", "9.9.9.9", 6, matchers.Accept, "A", 3},      // B returns into A, A accepts
+		{"10.0.0.2", "3.3.3.3", 17, matchers.Accept, "G", 1},     // goto G accepts
+		{"10.0.0.2", "4.4.4.4", 17, matchers.Drop, "FORWARD", 0}, // RETURN from goto'd chain: policy, not the next FORWARD rule
 		{"10.0.0.3", "4.4.4.4", 17, matchers.Accept, "FORWARD", 3},
 		{"10.0.0.9", "4.4.4.4", 17, matchers.Drop, "FORWARD", 0},
 	}

@@ -34,13 +34,13 @@ type Verdict struct {
 	// SkipReason says why ("non-ip", "malformed", "truncated", "ttl-expired").
 	SkipReason string
 	Result     Result
-	Ctx     *matchers.Context
+	Ctx        *matchers.Context
 }
 
 // OfflineStats summarises a capture run.
 type OfflineStats struct {
-	Packets  int // frames read
-	Evaluted int // frames evaluated
+	Packets  int            // frames read
+	Evaluted int            // frames evaluated
 	Skipped  map[string]int // by reason
 }
 

@@ -143,7 +143,7 @@ func WriteHex(b *strings.Builder, v uint32) {
 var ErrInvert = errors.New("cannot be inverted")
 
 var services struct {
-	once sync.Once
+	once   sync.Once
 	byName map[string]uint16 // "name/proto" -> port
 }
 
