@@ -1,0 +1,569 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/qtables/qtables/engine"
+	"github.com/qtables/qtables/matchers"
+	"github.com/qtables/qtables/packet"
+)
+
+type testOptions struct {
+	rules    string
+	table    string
+	chain    string
+	in, out  string
+	counters bool
+
+	verdicts      bool
+	trace         []string
+	writeAccepted string
+	writeDropped  string
+	expect        string
+	junit         string
+	quiet         bool
+}
+
+const testLong = `test runs each packet of CAPTURE (pcap or pcapng, optionally gzipped), in
+order, through the built-in chain CHAIN of the table, as if it arrived on
+--in-interface and left on --out-interface, with time taken from the
+capture. Packets look as the kernel's hook sees them (at FORWARD the TTL is
+already decremented, and packets with TTL 1 or less never reach FORWARD).
+Counters start at zero. Packets that never reach an iptables hook (not
+IPv4, malformed, truncated by the snap length) are skipped.
+
+Output (stdout):
+  --counters         the rule set with counters, exactly as iptables-save -c,
+                     after all packets
+  --verdicts         one JSON object per packet, in capture order:
+      frame          frame number, from 1
+      time           capture timestamp, RFC 3339 with nanoseconds, UTC
+      src, dst       IPv4 addresses; proto: "tcp", "udp", "icmp" or a number
+      sport, dport   TCP/UDP ports (only when present)
+      icmp_type, icmp_code  (ICMP only)
+      skipped        why the packet was not evaluated: non-ip, truncated,
+                     malformed, unsupported-link, ttl-expired (the fields
+                     below are then absent)
+      verdict        "ACCEPT", "DROP" or "QUEUE N"; queue: N; bypass: true
+                     with --queue-bypass; hotdrop: true when a match dropped
+                     a malformed packet
+      mark, ctmark   marks after the traversal, hex strings ("0x1")
+      rule           the deciding rule, "CHAIN:N" or "CHAIN:policy"
+      rule_text      its canonical text, "-A CHAIN ..." or "-P CHAIN DROP"
+      events         [{type:"LOG", rule, level, text} | {type:"REJECT",
+                     rule, with}] in order (REJECT's verdict is DROP)
+      trace          the TRACE lines, for frames given to --trace
+  --trace FRAMES     for the frames given (N, N-M, comma lists, repeatable,
+                     or "all"), every rule the packet is compared with:
+      TRACE: frame 3 2024-05-01T10:00:00Z IN=eth0 OUT=eth1 SRC=... DPT=22
+      TRACE: filter:FORWARD:rule:1 -A FORWARD -p udp -j DROP -> no match (-p)
+      TRACE: filter:FORWARD:rule:2 -A FORWARD -j LOGDROP -> match
+      TRACE: filter:LOGDROP:return:3
+      TRACE: filter:FORWARD:policy:3 -P FORWARD DROP
+      TRACE: frame 3 verdict DROP by filter:FORWARD:policy
+                     "no match (X)" names the first part of the rule that did
+                     not match (-s, -d, -i, -o, -p, -f, -m NAME). With
+                     --verdicts the lines go into the JSON "trace" field.
+
+Splitting (files are pcap with the capture's link type and timestamps and
+the frames exactly as captured):
+  --write-accepted F, --write-dropped F   packets with verdict ACCEPT, or
+                     DROP (REJECT and hotdrop included). QUEUE'd packets,
+                     whose fate the queue reader decides, go to neither
+                     file, nor do skipped packets.
+
+Expectations (--expect FILE), one per line, # starts a comment:
+  frame 3 DROP
+  frame 4 ACCEPT mark 0x1
+  frame 5-7,9 ACCEPT rule FORWARD:2
+  frame 8 REJECT tcp-reset
+  frame 10 SKIPPED non-ip
+  flow tcp 10.0.0.1:1234 -> 10.0.0.2:80 ACCEPT
+  flow tcp 10.0.0.1 <-> 10.0.0.2:22 ACCEPT
+  flow udp 10.0.0.0/24 -> 192.0.2.53:53 DROP
+  rule filter FORWARD 2 packets 3
+  rule filter FORWARD 2 packets 3 bytes 180
+  policy filter FORWARD packets 1
+A frame or flow line ends in an outcome: a verdict, ACCEPT, DROP (includes
+REJECT and hotdrop), REJECT [TYPE], QUEUE [N] or SKIPPED [REASON], then any
+of "mark VALUE[/MASK]", "ctmark VALUE[/MASK]", "rule CHAIN:N" or
+"rule CHAIN:policy". A flow is PROTO HOST[:PORT] -> HOST[:PORT]: PROTO as
+for -p ("all" for any), HOST an address or prefix, PORT a number or * (the
+default, any); "->" takes the packets sent as written, "<->" also those in
+the other direction. A flow expectation holds when at least one evaluated
+packet belongs to it and every such packet has the outcome (skipped packets
+belong to no flow). "rule"/"policy" lines compare final counters. Every
+expectation is checked; each failure is printed on stderr with what was
+expected and what happened. --junit F writes the results as JUnit XML, one
+testcase per expectation.
+
+A summary (packets read, evaluated, skipped by reason, verdict counts,
+expectations) goes to stderr unless --quiet.
+
+Exit status: 0 success, 1 an expectation failed or the rules or capture
+could not be read, 2 invalid options or an invalid expectations file.`
+
+func newTestCmd() *cobra.Command {
+	var o testOptions
+	c := &cobra.Command{
+		Use:   "test --rules RULES --chain CHAIN [flags] CAPTURE",
+		Short: "Evaluate every packet of a pcap/pcapng capture against a rule set",
+		Long:  testLong,
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runTest(cmd, &o, args[0])
+		},
+	}
+	f := c.Flags()
+	f.StringVar(&o.rules, "rules", "", "rules file (iptables-save format)")
+	f.StringVarP(&o.table, "table", "t", "filter", "table to traverse")
+	f.StringVar(&o.chain, "chain", "", "built-in chain the packets enter (INPUT, FORWARD, OUTPUT, ...)")
+	f.StringVarP(&o.in, "in-interface", "i", "", "input interface name the packets arrive on")
+	f.StringVarP(&o.out, "out-interface", "o", "", "output interface name the packets leave on")
+	f.BoolVar(&o.counters, "counters", false, "print the rule set with counters, as iptables-save -c")
+	f.BoolVar(&o.verdicts, "verdicts", false, "print one JSON object per packet")
+	f.StringSliceVar(&o.trace, "trace", nil, "trace frames `FRAMES` (N, N-M, comma list, or all)")
+	f.StringVar(&o.writeAccepted, "write-accepted", "", "write the accepted packets to pcap `FILE`")
+	f.StringVar(&o.writeDropped, "write-dropped", "", "write the dropped packets to pcap `FILE`")
+	f.StringVar(&o.expect, "expect", "", "check the expectations in `FILE`")
+	f.StringVar(&o.junit, "junit", "", "write the expectation results as JUnit XML to `FILE`")
+	f.BoolVarP(&o.quiet, "quiet", "q", false, "print no summary")
+	_ = c.MarkFlagRequired("rules")
+	_ = c.MarkFlagRequired("chain")
+	return c
+}
+
+// usageError prints err and yields exit status 2.
+func usageError(cmd *cobra.Command, err error) error {
+	fmt.Fprintln(cmd.ErrOrStderr(), "qtables test:", err)
+	return exitError{2}
+}
+
+func runTest(cmd *cobra.Command, o *testOptions, capture string) error {
+	stderr := cmd.ErrOrStderr()
+	traced, err := parseFrameSet(o.trace)
+	if err != nil {
+		return usageError(cmd, fmt.Errorf("--trace: %w", err))
+	}
+	if o.junit != "" && o.expect == "" {
+		return usageError(cmd, errors.New("--junit needs --expect"))
+	}
+	for _, p := range []string{o.writeAccepted, o.writeDropped} {
+		if p != "" && samePath(p, capture) {
+			return usageError(cmd, fmt.Errorf("%s would overwrite the capture being read", p))
+		}
+	}
+	if o.writeAccepted != "" && samePath(o.writeAccepted, o.writeDropped) {
+		return usageError(cmd, errors.New("--write-accepted and --write-dropped name the same file"))
+	}
+
+	rs, err := engine.LoadFile(o.rules)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return exitError{1}
+	}
+	rs.ZeroCounters()
+	prog, err := engine.Compile(rs)
+	if err != nil {
+		return err
+	}
+	table := o.table
+	if table == "" {
+		table = "filter"
+	}
+	rep, err := engine.NewReport(rs, table)
+	if err != nil {
+		return err
+	}
+	var ex *engine.Expectations
+	if o.expect != "" {
+		if ex, err = engine.LoadExpectations(o.expect); err == nil {
+			err = ex.Validate(rs, table)
+		}
+		if err != nil {
+			fmt.Fprintln(stderr, err)
+			return exitError{2}
+		}
+	}
+
+	ctx := cmd.Context()
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	stdout := bufio.NewWriter(cmd.OutOrStdout())
+	defer stdout.Flush()
+	enc := json.NewEncoder(stdout)
+	enc.SetEscapeHTML(false)
+
+	var split *splitter
+	if o.writeAccepted != "" || o.writeDropped != "" {
+		if split, err = newSplitter(capture, o.writeAccepted, o.writeDropped); err != nil {
+			return err
+		}
+		defer split.abort()
+	}
+
+	var (
+		steps   []string
+		sum     = newSummary()
+		start   = time.Now()
+		tracer  = func(s engine.Step) { steps = append(steps, rep.TraceStep(s)) }
+		offline = &engine.Offline{Table: table, Chain: o.chain, In: o.in, Out: o.out}
+	)
+	if traced != nil {
+		offline.Trace = func(frame int) engine.Tracer {
+			if traced.has(frame) {
+				return tracer
+			}
+			return nil
+		}
+	}
+	_, err = offline.Run(ctx, prog, capture, func(v *engine.Verdict) error {
+		sum.add(v)
+		if split != nil {
+			if err := split.next(v); err != nil {
+				return err
+			}
+		}
+		if ex != nil {
+			ex.Observe(v, rep)
+		}
+		var lines []string
+		if traced.has(v.Frame) {
+			lines = make([]string, 0, len(steps)+2)
+			lines = append(lines, engine.TraceHeader(v, o.in, o.out))
+			lines = append(lines, steps...)
+			lines = append(lines, rep.TraceVerdict(v))
+			steps = steps[:0]
+		}
+		if o.verdicts {
+			rec := rep.Record(v)
+			rec.Trace = lines
+			return enc.Encode(&rec)
+		}
+		for _, l := range lines {
+			stdout.WriteString(l)
+			stdout.WriteByte('\n')
+		}
+		return nil
+	})
+	if err != nil {
+		stdout.Flush()
+		return err
+	}
+	if split != nil {
+		if err := split.close(); err != nil {
+			return err
+		}
+	}
+	if o.counters {
+		if err := rs.Save(stdout, engine.SaveOptions{Counters: true, Header: true, Now: time.Now(), Table: table}); err != nil {
+			return err
+		}
+	}
+	if err := stdout.Flush(); err != nil {
+		return err
+	}
+
+	failed := 0
+	var results []engine.ExpectResult
+	if ex != nil {
+		results = ex.Results(rs)
+		for _, r := range results {
+			if r.Passed {
+				continue
+			}
+			failed++
+			e := r.Expectation
+			fmt.Fprintf(stderr, "FAIL %s: %s\n", e.Pos, e.Text)
+			for _, g := range r.Got {
+				fmt.Fprintf(stderr, "    %s\n", g)
+			}
+		}
+		if o.junit != "" {
+			run := engine.JUnitRun{
+				Name:    o.expect,
+				Start:   start,
+				Elapsed: time.Since(start),
+				Properties: [][2]string{
+					{"rules", o.rules}, {"capture", capture}, {"table", table}, {"chain", o.chain},
+				},
+			}
+			if o.in != "" {
+				run.Properties = append(run.Properties, [2]string{"in-interface", o.in})
+			}
+			if o.out != "" {
+				run.Properties = append(run.Properties, [2]string{"out-interface", o.out})
+			}
+			if err := writeFileWith(o.junit, func(w io.Writer) error { return engine.WriteJUnit(w, run, results) }); err != nil {
+				return err
+			}
+		}
+	}
+	if !o.quiet {
+		sum.print(stderr)
+		if ex != nil {
+			fmt.Fprintf(stderr, "qtables test: expectations: %d passed, %d failed\n", len(results)-failed, failed)
+		}
+	}
+	if failed > 0 {
+		return exitError{1}
+	}
+	return nil
+}
+
+// frameSet is the set of frames given to --trace; nil traces none.
+type frameSet struct {
+	all    bool
+	ranges [][2]int
+}
+
+func (s *frameSet) has(frame int) bool {
+	if s == nil {
+		return false
+	}
+	if s.all {
+		return true
+	}
+	for _, r := range s.ranges {
+		if r[0] <= frame && frame <= r[1] {
+			return true
+		}
+	}
+	return false
+}
+
+// parseFrameSet parses the --trace arguments (already split at commas).
+func parseFrameSet(args []string) (*frameSet, error) {
+	if len(args) == 0 {
+		return nil, nil
+	}
+	s := &frameSet{}
+	for _, a := range args {
+		a = strings.TrimSpace(a)
+		if a == "all" {
+			s.all = true
+			continue
+		}
+		lo, hi, isRange := strings.Cut(a, "-")
+		l, err1 := strconv.Atoi(lo)
+		h := l
+		var err2 error
+		if isRange {
+			h, err2 = strconv.Atoi(hi)
+		}
+		if err1 != nil || err2 != nil || l < 1 || h < l {
+			return nil, fmt.Errorf("%q: frame number N, range N-M or \"all\" expected (frames count from 1)", a)
+		}
+		s.ranges = append(s.ranges, [2]int{l, h})
+	}
+	return s, nil
+}
+
+// summary counts what the run did, for the stderr summary.
+type summary struct {
+	packets, evaluated int
+	skipped            map[string]int
+	verdicts           map[matchers.Verdict]int
+}
+
+func newSummary() *summary {
+	return &summary{skipped: map[string]int{}, verdicts: map[matchers.Verdict]int{}}
+}
+
+func (s *summary) add(v *engine.Verdict) {
+	s.packets++
+	if v.Skipped {
+		s.skipped[v.SkipReason]++
+		return
+	}
+	s.evaluated++
+	s.verdicts[v.Result.Verdict&^matchers.QueueBypass]++
+}
+
+func (s *summary) print(w io.Writer) {
+	nskip := 0
+	var reasons []string
+	for r, n := range s.skipped {
+		nskip += n
+		reasons = append(reasons, r+" "+strconv.Itoa(n))
+	}
+	sort.Strings(reasons)
+	line := fmt.Sprintf("qtables test: %d packets read, %d evaluated, %d skipped", s.packets, s.evaluated, nskip)
+	if len(reasons) > 0 {
+		line += " (" + strings.Join(reasons, ", ") + ")"
+	}
+	fmt.Fprintln(w, line)
+	keys := make([]matchers.Verdict, 0, len(s.verdicts))
+	for k := range s.verdicts {
+		keys = append(keys, k)
+	}
+	// ACCEPT before DROP before QUEUE n by queue number.
+	order := func(v matchers.Verdict) uint64 {
+		rank := uint64(3)
+		switch v.Base() {
+		case matchers.Accept:
+			rank = 0
+		case matchers.Drop:
+			rank = 1
+		case matchers.Queue:
+			rank = 2
+		}
+		return rank<<32 | uint64(v>>16)
+	}
+	sort.Slice(keys, func(i, j int) bool { return order(keys[i]) < order(keys[j]) })
+	var parts []string
+	for _, k := range keys {
+		parts = append(parts, strconv.Itoa(s.verdicts[k])+" "+k.String())
+	}
+	if len(parts) == 0 {
+		parts = append(parts, "none")
+	}
+	fmt.Fprintln(w, "qtables test: verdicts: "+strings.Join(parts, ", "))
+}
+
+// splitter writes the accepted and dropped packets to pcap files. The
+// frames come from a second reader of the capture, in step with the
+// evaluation: the evaluation's frame buffer is edited in place (the TTL
+// decrement before FORWARD), and the files must hold the frames as
+// captured.
+type splitter struct {
+	r        *packet.CaptureReader
+	view     packet.View
+	acc, drp *captureOut
+}
+
+type captureOut struct {
+	path     string
+	w        *packet.CaptureWriter
+	linkType uint16
+	frames   int
+}
+
+func newSplitter(capture, accepted, dropped string) (*splitter, error) {
+	r, err := packet.OpenCapture(capture)
+	if err != nil {
+		return nil, err
+	}
+	s := &splitter{r: r}
+	if accepted != "" {
+		s.acc = &captureOut{path: accepted}
+	}
+	if dropped != "" {
+		s.drp = &captureOut{path: dropped}
+	}
+	return s, nil
+}
+
+// next reads the frame that v describes and writes it where its verdict
+// sends it.
+func (s *splitter) next(v *engine.Verdict) error {
+	frame, err := s.r.Next(&s.view)
+	if err == nil && frame != v.Frame {
+		err = fmt.Errorf("frame %d read where frame %d was evaluated", frame, v.Frame)
+	}
+	if err != nil {
+		return fmt.Errorf("re-reading the capture for --write-accepted/--write-dropped: %w", err)
+	}
+	if v.Skipped {
+		return nil
+	}
+	var out *captureOut
+	switch v.Result.Verdict.Base() {
+	case matchers.Accept:
+		out = s.acc
+	case matchers.Drop:
+		out = s.drp
+	}
+	if out == nil {
+		return nil
+	}
+	return out.write(frame, s.r.LinkType(), s.view.Timestamp, s.r.Data(), s.r.WireLen())
+}
+
+func (o *captureOut) write(frame int, linkType uint16, ts time.Time, data []byte, wireLen int) error {
+	if o.w == nil {
+		w, err := packet.CreateCapture(o.path, linkType)
+		if err != nil {
+			return err
+		}
+		o.w, o.linkType = w, linkType
+	} else if linkType != o.linkType {
+		return fmt.Errorf("%s: frame %d has link type %d, the file's frames %d (a pcap file holds one link type)", o.path, frame, linkType, o.linkType)
+	}
+	o.frames++
+	return o.w.WritePacketLen(ts, data, wireLen)
+}
+
+// close finishes both files; a file that received no frame is still
+// written, empty, with the capture's link type.
+func (s *splitter) close() error {
+	var errs []error
+	for _, o := range []*captureOut{s.acc, s.drp} {
+		if o == nil {
+			continue
+		}
+		if o.w == nil {
+			w, err := packet.CreateCapture(o.path, s.r.LinkType())
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			o.w = w
+		}
+		errs = append(errs, o.w.Close())
+		o.w = nil
+	}
+	errs = append(errs, s.r.Close())
+	s.r = nil
+	return errors.Join(errs...)
+}
+
+// abort releases the files after a failed run.
+func (s *splitter) abort() {
+	if s.r == nil {
+		return
+	}
+	for _, o := range []*captureOut{s.acc, s.drp} {
+		if o != nil && o.w != nil {
+			o.w.Close()
+		}
+	}
+	s.r.Close()
+}
+
+// samePath reports whether a and b name the same file (or the same
+// not-yet-existing path).
+func samePath(a, b string) bool {
+	if a == "" || b == "" {
+		return false
+	}
+	sa, errA := os.Stat(a)
+	sb, errB := os.Stat(b)
+	if errA == nil && errB == nil {
+		return os.SameFile(sa, sb)
+	}
+	return filepath.Clean(a) == filepath.Clean(b)
+}
+
+// writeFileWith writes path through fn, replacing it only on success.
+func writeFileWith(path string, fn func(io.Writer) error) error {
+	var b strings.Builder
+	if err := fn(&b); err != nil {
+		return err
+	}
+	return os.WriteFile(path, []byte(b.String()), 0o644)
+}
