@@ -104,7 +104,7 @@ type Expectation struct {
 	bad  int      // of which did not have the outcome
 	got  []string // descriptions of the first maxGot bad ones
 	// ruleTok and similar positions point validation errors at the word.
-	ruleTok, chainTok token
+	ruleTok token
 }
 
 // maxGot bounds how many mismatching packets an expectation describes.
@@ -158,15 +158,13 @@ type outcome struct {
 	reject  int // -1 = any, else a matchers.RejectType
 	skip    string
 
-	hasMark, hasCtMark    bool
-	mark, markMask        uint32
-	ctmark, ctmarkMask    uint32
-	ruleChain             string // "" = any
-	ruleNum               int    // 0 = policy
-	ruleTok               token
-	hasRule               bool
-	markText, ctmarkText  string
-	verdictText, ruleText string
+	hasMark, hasCtMark bool
+	mark, markMask     uint32
+	ctmark, ctmarkMask uint32
+	ruleChain          string // "" = any
+	ruleNum            int    // 0 = policy
+	ruleTok            token
+	hasRule            bool
 }
 
 // LoadExpectations reads an expectations file.
@@ -325,11 +323,10 @@ func parseExpectation(toks []token) (*Expectation, error) {
 			return nil, err
 		}
 		e.table = t.text
-		if e.chainTok, err = need("chain"); err != nil {
+		if e.ruleTok, err = need("chain"); err != nil {
 			return nil, err
 		}
-		e.chain = e.chainTok.text
-		e.ruleTok = e.chainTok
+		e.chain = e.ruleTok.text
 		if e.Kind == ExpectRule {
 			if t, err = need("rule number"); err != nil {
 				return nil, err
@@ -448,7 +445,6 @@ func parseOutcome(after token, rest []token) (outcome, error) {
 		}
 		return rest[0], true
 	}
-	o.verdictText = vt.text
 	switch vt.text {
 	case "ACCEPT":
 		o.verdict = wantAccept
@@ -462,19 +458,16 @@ func parseOutcome(after token, rest []token) (outcome, error) {
 				return o, errAt(t, "unknown REJECT type (e.g. icmp-port-unreachable, tcp-reset)")
 			}
 			o.reject = int(typ)
-			o.verdictText += " " + typ.String()
 			rest = rest[1:]
 		}
-	case "QUEUE", "NFQUEUE":
+	case "QUEUE":
 		o.verdict = wantQueue
-		o.verdictText = "QUEUE"
 		if t, ok := peek(); ok {
 			n, err := strconv.ParseUint(t.text, 10, 16)
 			if err != nil {
 				return o, errAt(t, "queue number (0-65535) expected")
 			}
 			o.queue = int(n)
-			o.verdictText += " " + t.text
 			rest = rest[1:]
 		}
 	case "SKIPPED":
@@ -486,7 +479,6 @@ func parseOutcome(after token, rest []token) (outcome, error) {
 				return o, errAt(t, "skip reason expected (non-ip, truncated, malformed, unsupported-link, ttl-expired)")
 			}
 			o.skip = t.text
-			o.verdictText += " " + t.text
 			rest = rest[1:]
 		}
 	default:
@@ -521,12 +513,12 @@ func parseOutcome(after token, rest []token) (outcome, error) {
 				if o.hasMark {
 					return o, errAt(k, "mark given twice")
 				}
-				o.hasMark, o.mark, o.markMask, o.markText = true, val, mask, v.text
+				o.hasMark, o.mark, o.markMask = true, val, mask
 			} else {
 				if o.hasCtMark {
 					return o, errAt(k, "ctmark given twice")
 				}
-				o.hasCtMark, o.ctmark, o.ctmarkMask, o.ctmarkText = true, val, mask, v.text
+				o.hasCtMark, o.ctmark, o.ctmarkMask = true, val, mask
 			}
 		case "rule":
 			if o.verdict == wantSkipped {
@@ -546,7 +538,7 @@ func parseOutcome(after token, rest []token) (outcome, error) {
 					return o, errAt(v, "CHAIN:N (N from 1) or CHAIN:policy expected")
 				}
 			}
-			o.hasRule, o.ruleChain, o.ruleNum, o.ruleTok, o.ruleText = true, chain, n, v, v.text
+			o.hasRule, o.ruleChain, o.ruleNum, o.ruleTok = true, chain, n, v
 		default:
 			return o, errAt(k, "unexpected word (qualifiers are mark, ctmark and rule)")
 		}

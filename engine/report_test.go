@@ -336,3 +336,24 @@ func TestWriteJUnit(t *testing.T) {
 		t.Errorf("failure %+v", fl)
 	}
 }
+
+// TestReportHotdrop: a TCP header cut short makes the tcp match drop the
+// packet on the spot (tcp_mt's hotdrop); the record and trace say so.
+func TestReportHotdrop(t *testing.T) {
+	f := newReportFixture(t, reportRules)
+	v := rpView(packet.ProtoTCP, "10.0.0.1", 40000, "10.0.1.1", 22, 30)
+	v.L4 = v.L4[:10]
+	var steps []string
+	vd := f.eval(9, v, func(s Step) { steps = append(steps, f.rep.TraceStep(s)) })
+	rec := f.rep.Record(vd)
+	if rec.Verdict != "DROP" || !rec.Hotdrop || rec.Rule != "FORWARD:1" {
+		t.Errorf("record %+v", rec)
+	}
+	want := "TRACE: filter:FORWARD:rule:1 -A FORWARD -p tcp -m tcp --dport 22 -j MARK --set-xmark 0x2a/0xffffffff -> hotdrop (malformed packet dropped)"
+	if len(steps) != 1 || steps[0] != want {
+		t.Errorf("steps %q", steps)
+	}
+	if got := f.rep.TraceVerdict(vd); got != "TRACE: frame 9 verdict DROP (hotdrop) by filter:FORWARD:1" {
+		t.Errorf("verdict line %q", got)
+	}
+}
