@@ -122,11 +122,23 @@ func newTestCmd() *cobra.Command {
 		Use:   "test --rules RULES --chain CHAIN [flags] CAPTURE",
 		Short: "Evaluate every packet of a pcap/pcapng capture against a rule set",
 		Long:  testLong,
-		Args:  cobra.ExactArgs(1),
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) != 1 {
+				return usageError(cmd, fmt.Errorf("one capture file expected, %d given", len(args)))
+			}
+			return nil
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
+			switch {
+			case o.rules == "":
+				return usageError(cmd, errors.New("--rules is required"))
+			case o.chain == "":
+				return usageError(cmd, errors.New("--chain is required"))
+			}
 			return runTest(cmd, &o, args[0])
 		},
 	}
+	c.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error { return usageError(cmd, err) })
 	f := c.Flags()
 	f.StringVar(&o.rules, "rules", "", "rules file (iptables-save format)")
 	f.StringVarP(&o.table, "table", "t", "filter", "table to traverse")
@@ -141,8 +153,6 @@ func newTestCmd() *cobra.Command {
 	f.StringVar(&o.expect, "expect", "", "check the expectations in `FILE`")
 	f.StringVar(&o.junit, "junit", "", "write the expectation results as JUnit XML to `FILE`")
 	f.BoolVarP(&o.quiet, "quiet", "q", false, "print no summary")
-	_ = c.MarkFlagRequired("rules")
-	_ = c.MarkFlagRequired("chain")
 	return c
 }
 
@@ -186,7 +196,10 @@ func runTest(cmd *cobra.Command, o *testOptions, capture string) error {
 	}
 	rep, err := engine.NewReport(rs, table)
 	if err != nil {
-		return err
+		return usageError(cmd, fmt.Errorf("--table %s: %w", table, err))
+	}
+	if ch := rs.Table(table).Chain(o.chain); ch == nil || !ch.Builtin {
+		return usageError(cmd, fmt.Errorf("--chain %s: not a built-in chain of table %s", o.chain, table))
 	}
 	var ex *engine.Expectations
 	if o.expect != "" {

@@ -584,6 +584,24 @@ func TestTestExpectFileErrors(t *testing.T) {
 	if _, _, code := runQtables(t, "test", "--rules", rules, "--chain", "FORWARD", "--trace", "0", capture); code != 2 {
 		t.Errorf("--trace 0: exit %d", code)
 	}
+	for _, args := range [][]string{
+		{"--rules", rules, "--chain", "FORWARD", "--no-such-flag", capture},
+		{"--rules", rules, capture},
+		{"--chain", "FORWARD", capture},
+		{"--rules", rules, "--chain", "FORWARD"},
+		{"--rules", rules, "--chain", "FORWARD", capture, capture},
+		{"--rules", rules, "--chain", "LOGDROP", capture},
+		{"--rules", rules, "--chain", "PREROUTING", capture},
+		{"--rules", rules, "--chain", "FORWARD", "-t", "mangle", capture},
+	} {
+		if _, errOut, code := runQtables(t, append([]string{"test"}, args...)...); code != 2 || !strings.HasPrefix(errOut, "qtables test: ") {
+			t.Errorf("%q: exit %d, stderr %q; want 2 and a message", args, code, errOut)
+		}
+	}
+	// A capture that cannot be read is not a usage error.
+	if _, errOut, code := runQtables(t, "test", "--rules", rules, "--chain", "FORWARD", filepath.Join(dir, "missing.pcap")); code != 1 || !strings.Contains(errOut, "missing.pcap") {
+		t.Errorf("missing capture: exit %d, stderr %q", code, errOut)
+	}
 }
 
 // TestTestCounters keeps the contract the kernel conformance suite relies
