@@ -27,7 +27,7 @@ vet:
 # The whole suite: formatting, vet, unit tests with the race detector, and
 # the kernel conformance suite (root; it creates its own network namespaces).
 test: deps fmt-check vet
-	$(GO) test -race -count=1 -timeout 40m ./...
+	$(GO) test -race -count=1 -timeout 40m ./... ./testdata/examples/
 
 demo: deps build
 	@scripts/demo.sh

@@ -26,8 +26,13 @@ type Offline struct {
 type Verdict struct {
 	Frame int
 	View  *packet.View
-	// Raw is the captured frame (link layer included) as read.
+	// Raw is the captured frame (link layer included) exactly as read; View
+	// describes the packet as the hook saw it (at FORWARD, TTL one less).
 	Raw []byte
+	// WireLen is the frame's original length on the wire; LinkType the
+	// capture's link type for Raw.
+	WireLen  int
+	LinkType uint16
 	// Skipped is set when the packet never reaches an iptables hook in
 	// the kernel (not IPv4, malformed, truncated); Result is then zero.
 	Skipped bool
@@ -39,9 +44,9 @@ type Verdict struct {
 
 // OfflineStats summarises a capture run.
 type OfflineStats struct {
-	Packets  int            // frames read
-	Evaluted int            // frames evaluated
-	Skipped  map[string]int // by reason
+	Packets   int            // frames read
+	Evaluated int            // frames evaluated
+	Skipped   map[string]int // by reason
 }
 
 // Run evaluates every packet of the capture at path in order, calling fn
@@ -89,6 +94,7 @@ func (o *Offline) Run(ctx context.Context, prog *Program, path string, fn func(*
 		}
 		stats.Packets++
 		out.Frame, out.Raw, out.Skipped, out.SkipReason, out.Result = frame, cr.Data(), false, "", Result{}
+		out.WireLen, out.LinkType = cr.WireLen(), cr.LinkType()
 		c.Reset()
 		switch {
 		case v.Class != packet.ClassOK || v.Family != 4:
@@ -105,8 +111,14 @@ func (o *Offline) Run(ctx context.Context, prog *Program, path string, fn func(*
 			}
 			continue
 		}
-		if hook == matchers.HookForward {
-			v.DecTTL() // the kernel decrements before the FORWARD hook
+		// The kernel decrements the TTL before the FORWARD hook. DecTTL
+		// edits the frame in place; the original bytes are put back after
+		// evaluation so that Raw stays the frame as captured.
+		var saved [3]byte
+		forward := hook == matchers.HookForward && len(v.Network) >= 12
+		if forward {
+			saved = [3]byte{v.Network[8], v.Network[10], v.Network[11]}
+			v.DecTTL()
 		}
 		c.Pkt, c.Hook, c.Table = &v, hook, table
 		c.In, c.Out, c.Now = o.In, o.Out, v.Timestamp
@@ -115,7 +127,10 @@ func (o *Offline) Run(ctx context.Context, prog *Program, path string, fn func(*
 			tr = o.Trace(frame)
 		}
 		out.Result = tp.Eval(&c, tr)
-		stats.Evaluted++
+		if forward {
+			v.Network[8], v.Network[10], v.Network[11] = saved[0], saved[1], saved[2]
+		}
+		stats.Evaluated++
 		if err := fn(&out); err != nil {
 			return stats, err
 		}
