@@ -18,7 +18,7 @@ type Case struct {
 // Generate returns the case for seed. The number of packets varies with
 // the seed (between 250 and 700) so that counters are not all small.
 func Generate(seed uint64) *Case {
-	r := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	r := newRand(seed)
 	rules, hints := GenerateRules(r)
 	n := 250 + r.IntN(451)
 	return &Case{Seed: seed, Rules: rules, Hints: hints, Packets: GeneratePackets(r, hints, n)}
@@ -35,4 +35,9 @@ func (c *Case) Frames(src, dst net.HardwareAddr) ([][]byte, error) {
 		frames[i] = f
 	}
 	return frames, nil
+}
+
+// newRand returns the generator's random source for seed.
+func newRand(seed uint64) *rand.Rand {
+	return rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
 }

@@ -184,45 +184,117 @@ func RunCase(topo *Topology, c *Case, qtablesBin, workDir string) (*Result, erro
 		return nil, err
 	}
 	res := &Result{Case: c, Dir: dir}
-	rulesPath := filepath.Join(dir, "rules.txt")
-	pcapPath := filepath.Join(dir, "packets.pcap")
-	if err := os.WriteFile(rulesPath, []byte(c.Rules), 0o644); err != nil {
-		return res, err
-	}
 	frames, err := c.Frames(topo.SrcMAC, topo.FWMAC)
 	if err != nil {
 		return res, err
 	}
-	if err := WritePcap(pcapPath, frames); err != nil {
+	kernel, out, err := runFrames(topo, c, frames, qtablesBin, dir, "packets.pcap")
+	res.Kernel, res.Qtables = kernel, string(out)
+	rulesPath, pcapPath := filepath.Join(dir, "rules.txt"), filepath.Join(dir, "packets.pcap")
+	for name, data := range map[string]string{
+		"kernel.txt":  res.Kernel,
+		"qtables.txt": res.Qtables,
+		"REPLAY": fmt.Sprintf("# replay this case\nQTABLES_CONFORMANCE_SEED=%d QTABLES_CONFORMANCE_N=1 go test -run 'TestKernelConformance$' -v ./conformance/\n# or only the qtables side\nqtables %s\n",
+			c.Seed, strings.Join(QtablesArgs(rulesPath, pcapPath), " ")),
+	} {
+		if werr := os.WriteFile(filepath.Join(dir, name), []byte(data), 0o644); werr != nil && err == nil {
+			err = werr
+		}
+	}
+	if err != nil {
 		return res, err
-	}
-	if err := topo.LoadRules(c.Rules); err != nil {
-		return res, fmt.Errorf("seed %d: %w", c.Seed, err)
-	}
-	if _, err := topo.Send(frames, 10*time.Second); err != nil {
-		return res, fmt.Errorf("seed %d: %w", c.Seed, err)
-	}
-	if res.Kernel, err = topo.SaveFilter(); err != nil {
-		return res, err
-	}
-	if err := os.WriteFile(filepath.Join(dir, "kernel.txt"), []byte(res.Kernel), 0o644); err != nil {
-		return res, err
-	}
-	out, qerr := RunQtables(qtablesBin, rulesPath, pcapPath)
-	res.Qtables = string(out)
-	if err := os.WriteFile(filepath.Join(dir, "qtables.txt"), out, 0o644); err != nil {
-		return res, err
-	}
-	replay := fmt.Sprintf("# replay this case\nQTABLES_CONFORMANCE_SEED=%d QTABLES_CONFORMANCE_N=1 go test -run 'TestConformance$' -v ./conformance/\n# or only the qtables side\nqtables %s\n",
-		c.Seed, strings.Join(QtablesArgs(rulesPath, pcapPath), " "))
-	if err := os.WriteFile(filepath.Join(dir, "REPLAY"), []byte(replay), 0o644); err != nil {
-		return res, err
-	}
-	if qerr != nil {
-		return res, qerr
 	}
 	res.Diff = Compare([]byte(res.Kernel), out)
 	return res, nil
+}
+
+// runFrames runs frames through the kernel and through qtables (the rules
+// go to dir/rules.txt, the frames to dir/pcapName) and returns both
+// outputs.
+func runFrames(topo *Topology, c *Case, frames [][]byte, qtablesBin, dir, pcapName string) (kernel string, qtables []byte, err error) {
+	rulesPath := filepath.Join(dir, "rules.txt")
+	pcapPath := filepath.Join(dir, pcapName)
+	if err := os.WriteFile(rulesPath, []byte(c.Rules), 0o644); err != nil {
+		return "", nil, err
+	}
+	if err := WritePcap(pcapPath, frames); err != nil {
+		return "", nil, err
+	}
+	if err := topo.LoadRules(c.Rules); err != nil {
+		return "", nil, fmt.Errorf("seed %d: %w", c.Seed, err)
+	}
+	if _, err := topo.Send(frames, 10*time.Second); err != nil {
+		return "", nil, fmt.Errorf("seed %d: %w", c.Seed, err)
+	}
+	if kernel, err = topo.SaveFilter(); err != nil {
+		return "", nil, err
+	}
+	qtables, err = RunQtables(qtablesBin, rulesPath, pcapPath)
+	return kernel, qtables, err
+}
+
+// Culprit is the first packet of a failing case that qtables counts
+// differently from the kernel, with the comparison for that packet alone.
+type Culprit struct {
+	Index  int
+	Packet Packet
+	Diff   []DiffLine
+}
+
+// FindCulprit locates the first packet of a failing case whose counting
+// differs. Packets do not influence each other here (no conntrack, counters
+// only add), so it bisects on the length of the packet prefix, then runs the
+// packet found on its own; its frame is left in Result.Dir as culprit.pcap.
+// It returns nil if the outputs differ with no packets at all (a printing
+// difference) or if no single packet reproduces the difference.
+func FindCulprit(topo *Topology, res *Result, qtablesBin string) (*Culprit, error) {
+	c := res.Case
+	frames, err := c.Frames(topo.SrcMAC, topo.FWMAC)
+	if err != nil {
+		return nil, err
+	}
+	differs := func(fs [][]byte, pcapName string) ([]DiffLine, error) {
+		k, q, err := runFrames(topo, c, fs, qtablesBin, res.Dir, pcapName)
+		if err != nil {
+			return nil, err
+		}
+		return Compare([]byte(k), q), nil
+	}
+	// A difference without any packet is one of printing, not counting.
+	if d, err := differs(nil, "prefix.pcap"); err != nil || len(d) > 0 {
+		return nil, err
+	}
+	// Invariant: the first lo packets agree, the first hi differ.
+	lo, hi := 0, len(frames)
+	for hi-lo > 1 {
+		mid := (lo + hi) / 2
+		d, err := differs(frames[:mid], "prefix.pcap")
+		if err != nil {
+			return nil, err
+		}
+		if len(d) > 0 {
+			hi = mid
+		} else {
+			lo = mid
+		}
+	}
+	os.Remove(filepath.Join(res.Dir, "prefix.pcap"))
+	i := hi - 1
+	d, err := differs(frames[i:i+1], "culprit.pcap")
+	if err != nil || len(d) == 0 {
+		return nil, err
+	}
+	return &Culprit{Index: i, Packet: c.Packets[i], Diff: d}, nil
+}
+
+// String describes the culprit for a test log.
+func (c *Culprit) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "first differing packet: #%d (frame %d of the pcap): %s\n  alone, it gives (- kernel, + qtables):\n", c.Index, c.Index+1, c.Packet.String())
+	for _, d := range c.Diff {
+		fmt.Fprintf(&b, "    %s\n", d)
+	}
+	return b.String()
 }
 
 // Report describes a failed case for a test log.
@@ -233,7 +305,7 @@ func (r *Result) Report() string {
 		fmt.Fprintf(&b, "    %s\n", d)
 	}
 	fmt.Fprintf(&b, "rule set:\n%s", numbered(r.Case.Rules))
-	fmt.Fprintf(&b, "case saved in %s (rules.txt, packets.pcap, kernel.txt, qtables.txt, REPLAY)\n", r.Dir)
+	fmt.Fprintf(&b, "case saved in %s (rules.txt, packets.pcap, kernel.txt, qtables.txt, REPLAY; culprit.pcap holds the first differing packet)\n", r.Dir)
 	return b.String()
 }
 

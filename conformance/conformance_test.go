@@ -1,6 +1,7 @@
 package conformance
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -87,8 +88,16 @@ func TestKernelConformance(t *testing.T) {
 		}
 		failed++
 		if failed <= maxReported {
+			culprit := ""
+			if cu, err := FindCulprit(topo, res, bin); err != nil {
+				culprit = fmt.Sprintf("looking for the first differing packet: %v\n", err)
+			} else if cu != nil {
+				culprit = cu.String()
+			} else {
+				culprit = "no single packet reproduces the difference (a printing difference, or packets that only differ together)\n"
+			}
 			keepCase(t, res)
-			t.Errorf("%s", res.Report())
+			t.Errorf("%s%s", res.Report(), culprit)
 		} else {
 			os.RemoveAll(res.Dir)
 		}
@@ -106,7 +115,7 @@ func keepCase(t *testing.T, res *Result) string {
 	if res == nil || res.Dir == "" {
 		return ""
 	}
-	dst, err := os.MkdirTemp("", "qtables-conformance-"+filepath.Base(res.Dir)+"-")
+	dst, err := os.MkdirTemp("", fmt.Sprintf("qtables-conformance-seed-%d-", res.Case.Seed))
 	if err != nil {
 		t.Logf("keeping case: %v", err)
 		return ""

@@ -42,7 +42,9 @@ func (p *Packet) IPLen() int {
 }
 
 // Frame serializes the packet behind an Ethernet header from src to dst,
-// with a correct IPv4 header checksum.
+// with a correct IPv4 header checksum. After the datagram come the
+// Trailer and, for frames shorter than the Ethernet minimum of 60 bytes,
+// zero padding; the kernel trims both using the IPv4 total length.
 func (p *Packet) Frame(src, dst net.HardwareAddr) ([]byte, error) {
 	eth := &layers.Ethernet{SrcMAC: src, DstMAC: dst, EthernetType: layers.EthernetTypeIPv4}
 	ip := &layers.IPv4{
@@ -70,16 +72,23 @@ func (p *Packet) Frame(src, dst net.HardwareAddr) ([]byte, error) {
 			return nil, err
 		}
 	}
-	buf := gopacket.NewSerializeBuffer()
 	opts := gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}
-	if err := gopacket.SerializeLayers(buf, opts, eth, ip, gopacket.Payload(p.L4)); err != nil {
-		return nil, fmt.Errorf("serialize packet: %w", err)
+	buf := gopacket.NewSerializeBuffer()
+	if err := gopacket.SerializeLayers(buf, opts, ip, gopacket.Payload(p.L4)); err != nil {
+		return nil, fmt.Errorf("serialize IPv4: %w", err)
 	}
-	frame := append(buf.Bytes(), p.Trailer...)
-	if got, want := int(binary.BigEndian.Uint16(frame[14+2:])), p.IPLen(); got != want {
+	datagram := buf.Bytes()
+	if got, want := int(binary.BigEndian.Uint16(datagram[2:])), p.IPLen(); got != want {
 		return nil, fmt.Errorf("serialized total length %d, want %d", got, want)
 	}
-	return frame, nil
+	// The Ethernet layer pads short frames with zeros to the 60-byte
+	// minimum, after the trailer, as a NIC would.
+	body := append(append([]byte{}, datagram...), p.Trailer...)
+	frame := gopacket.NewSerializeBuffer()
+	if err := gopacket.SerializeLayers(frame, opts, eth, gopacket.Payload(body)); err != nil {
+		return nil, fmt.Errorf("serialize Ethernet: %w", err)
+	}
+	return frame.Bytes(), nil
 }
 
 // splitOptions turns raw option bytes into gopacket options (which it writes

@@ -161,9 +161,19 @@ func TestVethAndPacketSocket(t *testing.T) {
 	if len(la.MAC) != 6 || len(lb.MAC) != 6 || la.Index == 0 {
 		t.Fatalf("bad link info %+v %+v", la, lb)
 	}
-	// The ends exist only in the test namespaces.
+	// The ends exist only in the test namespaces: not in each other's, and
+	// not in the root namespace (looked up by MAC, read-only).
 	if _, err := a.IP("link", "show", "y0"); err == nil {
 		t.Error("peer end y0 visible in the first namespace")
+	}
+	root, err := exec.Command("ip", "-j", "link", "show").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mac := range []string{la.MAC.String(), lb.MAC.String()} {
+		if strings.Contains(string(root), `"`+mac+`"`) {
+			t.Errorf("a link with MAC %s exists in the root namespace", mac)
+		}
 	}
 
 	pc, err := a.OpenPacket("x0")
@@ -171,7 +181,7 @@ func TestVethAndPacketSocket(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pc.Close()
-	// A broadcast ARP request: b's rx counter must rise.
+	// A broadcast frame (ARP ethertype, zero body): y0 must receive it.
 	frame := append(append(append([]byte{}, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff), la.MAC...), 0x08, 0x06)
 	frame = append(frame, make([]byte, 46)...)
 	before := rxPackets(t, b, "y0")
