@@ -223,9 +223,7 @@ func runTest(cmd *cobra.Command, o *testOptions, capture string) error {
 
 	var split *splitter
 	if o.writeAccepted != "" || o.writeDropped != "" {
-		if split, err = newSplitter(capture, o.writeAccepted, o.writeDropped); err != nil {
-			return err
-		}
+		split = newSplitter(o.writeAccepted, o.writeDropped)
 		defer split.abort()
 	}
 
@@ -448,14 +446,11 @@ func (s *summary) print(w io.Writer) {
 	fmt.Fprintln(w, "qtables test: verdicts: "+strings.Join(parts, ", "))
 }
 
-// splitter writes the accepted and dropped packets to pcap files. The
-// frames come from a second reader of the capture, in step with the
-// evaluation: the evaluation's frame buffer is edited in place (the TTL
-// decrement before FORWARD), and the files must hold the frames as
-// captured.
+// splitter writes the accepted and dropped packets to pcap files, as
+// captured (engine.Verdict.Raw is the frame as read, before the TTL
+// decrement a FORWARD evaluation sees).
 type splitter struct {
-	r        *packet.CaptureReader
-	view     packet.View
+	linkType uint16 // of the last frame, for files that stay empty
 	acc, drp *captureOut
 }
 
@@ -466,31 +461,20 @@ type captureOut struct {
 	frames   int
 }
 
-func newSplitter(capture, accepted, dropped string) (*splitter, error) {
-	r, err := packet.OpenCapture(capture)
-	if err != nil {
-		return nil, err
-	}
-	s := &splitter{r: r}
+func newSplitter(accepted, dropped string) *splitter {
+	s := &splitter{linkType: packet.LinkTypeEthernet}
 	if accepted != "" {
 		s.acc = &captureOut{path: accepted}
 	}
 	if dropped != "" {
 		s.drp = &captureOut{path: dropped}
 	}
-	return s, nil
+	return s
 }
 
-// next reads the frame that v describes and writes it where its verdict
-// sends it.
+// next writes the frame of v where its verdict sends it.
 func (s *splitter) next(v *engine.Verdict) error {
-	frame, err := s.r.Next(&s.view)
-	if err == nil && frame != v.Frame {
-		err = fmt.Errorf("frame %d read where frame %d was evaluated", frame, v.Frame)
-	}
-	if err != nil {
-		return fmt.Errorf("re-reading the capture for --write-accepted/--write-dropped: %w", err)
-	}
+	s.linkType = v.LinkType
 	if v.Skipped {
 		return nil
 	}
@@ -504,7 +488,7 @@ func (s *splitter) next(v *engine.Verdict) error {
 	if out == nil {
 		return nil
 	}
-	return out.write(frame, s.r.LinkType(), s.view.Timestamp, s.r.Data(), s.r.WireLen())
+	return out.write(v.Frame, v.LinkType, v.View.Timestamp, v.Raw, v.WireLen)
 }
 
 func (o *captureOut) write(frame int, linkType uint16, ts time.Time, data []byte, wireLen int) error {
@@ -530,7 +514,7 @@ func (s *splitter) close() error {
 			continue
 		}
 		if o.w == nil {
-			w, err := packet.CreateCapture(o.path, s.r.LinkType())
+			w, err := packet.CreateCapture(o.path, s.linkType)
 			if err != nil {
 				errs = append(errs, err)
 				continue
@@ -540,22 +524,17 @@ func (s *splitter) close() error {
 		errs = append(errs, o.w.Close())
 		o.w = nil
 	}
-	errs = append(errs, s.r.Close())
-	s.r = nil
 	return errors.Join(errs...)
 }
 
 // abort releases the files after a failed run.
 func (s *splitter) abort() {
-	if s.r == nil {
-		return
-	}
 	for _, o := range []*captureOut{s.acc, s.drp} {
 		if o != nil && o.w != nil {
 			o.w.Close()
+			o.w = nil
 		}
 	}
-	s.r.Close()
 }
 
 // samePath reports whether a and b name the same file (or the same
