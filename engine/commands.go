@@ -2,25 +2,141 @@ package engine
 
 import (
 	"fmt"
+	"io"
 	"strings"
 
 	"github.com/qtables/qtables/matchers"
 )
 
-// Apply carries out cmd on rs. On error rs may be partly changed: callers
-// that must keep the old state apply commands to a Clone.
-// Listing commands (-L, -S) do not change rs; use List and ListRules.
+// Apply carries out cmd on rs as the kernel would carry out the same
+// iptables command: it succeeds or fails when iptables (nf_tables backend)
+// does, and on failure rs is left exactly as it was.
+//
+// A table that rs does not hold is created by the commands that create it
+// in the kernel (-A, -I, -R, -N, -E, -P); the others (-F, -Z, -X, -D, -C,
+// -L, -S) see an empty table and leave rs without it, as iptables-nft
+// leaves the kernel without one.
+//
+// Listing commands (-L, -S) only check their chain here; use Run, List or
+// ListRules to print.
 func (rs *Ruleset) Apply(cmd *Command) error {
 	t := rs.Table(cmd.Table)
+	created := false
 	if t == nil {
 		nt, err := NewTable(cmd.Table)
 		if err != nil {
 			return errAt(cmd.cmdTok, "%v", err)
 		}
-		rs.Tables = append(rs.Tables, nt)
-		t = nt
+		t, created = nt, true
 	}
-	return t.apply(cmd)
+	snap := t.snapshot()
+	err := t.apply(cmd)
+	if err == nil && cmd.Kind.takesRule() {
+		// The kernel checks the whole table (loops, hook restrictions)
+		// when it is replaced; a rules file checks once at COMMIT.
+		err = t.Validate()
+	}
+	if err != nil {
+		t.restore(snap)
+		return err
+	}
+	if created && cmd.Kind.createsTable() {
+		rs.Tables = append(rs.Tables, t)
+	}
+	return nil
+}
+
+// Run carries out cmd as the iptables command does, printing to w what
+// iptables prints: the listing of -L and -S, and with -v the rules echoed
+// by -A/-I/-D/-R/-C and the "Flushing chain", "Deleting chain" and
+// "Zeroing chain" lines of -F, -X and -Z.
+func (rs *Ruleset) Run(w io.Writer, cmd *Command) error {
+	switch cmd.Kind {
+	case CmdList:
+		return rs.List(w, cmd)
+	case CmdListRules:
+		return rs.ListRules(w, cmd)
+	}
+	if cmd.Verbose {
+		var b strings.Builder
+		rs.writeVerbose(&b, cmd)
+		if _, err := io.WriteString(w, b.String()); err != nil {
+			return err
+		}
+	}
+	return rs.Apply(cmd)
+}
+
+// writeVerbose prints what iptables -v prints before carrying out cmd.
+func (rs *Ruleset) writeVerbose(b *strings.Builder, cmd *Command) {
+	t := rs.Table(cmd.Table)
+	var chainNames []string
+	if cmd.Chain != "" {
+		chainNames = []string{cmd.Chain}
+	} else if t != nil {
+		for _, c := range t.Chains {
+			if cmd.Kind != CmdDeleteChain || !c.Builtin {
+				chainNames = append(chainNames, c.Name)
+			}
+		}
+	}
+	verb := ""
+	switch cmd.Kind {
+	case CmdAppend, CmdInsert, CmdReplace, CmdCheck, CmdDelete:
+		writeEcho(b, cmd.Rules)
+		return
+	case CmdFlush:
+		verb = "Flushing"
+	case CmdDeleteChain:
+		verb = "Deleting"
+	case CmdZero:
+		if cmd.RuleNum > 0 {
+			return
+		}
+		verb = "Zeroing"
+	default:
+		return
+	}
+	for _, n := range chainNames {
+		b.WriteString(verb + " chain `" + n + "'\n")
+	}
+}
+
+// createsTable reports whether the command makes iptables-nft create a
+// table that does not exist yet.
+func (k CommandKind) createsTable() bool {
+	switch k {
+	case CmdAppend, CmdInsert, CmdReplace, CmdNewChain, CmdRenameChain, CmdPolicy:
+		return true
+	}
+	return false
+}
+
+// tableSnapshot is what a failed command must put back.
+type tableSnapshot struct {
+	chains []*Chain
+	state  []chainState
+}
+
+type chainState struct {
+	name   string
+	policy matchers.Verdict
+	rules  []*Rule
+}
+
+func (t *Table) snapshot() tableSnapshot {
+	s := tableSnapshot{chains: append([]*Chain(nil), t.Chains...)}
+	for _, c := range t.Chains {
+		s.state = append(s.state, chainState{c.Name, c.Policy, append([]*Rule(nil), c.Rules...)})
+	}
+	return s
+}
+
+func (t *Table) restore(s tableSnapshot) {
+	t.Chains = s.chains
+	for i, c := range s.chains {
+		c.Name, c.Policy, c.Rules = s.state[i].name, s.state[i].policy, s.state[i].rules
+	}
 }
 
 func (t *Table) chainFor(cmd *Command) (*Chain, error) {
@@ -56,6 +172,17 @@ func (t *Table) resolveTargets(cmd *Command) error {
 	return nil
 }
 
+// checkKernelRule makes the checks nf_tables makes on a new rule that
+// iptables' parser lets through.
+func checkKernelRule(cmd *Command, r *Rule) error {
+	// "! -s 0.0.0.0/0" compiles to a zero-length comparison, which
+	// nf_tables refuses with EINVAL (iptables-legacy accepted it).
+	if r.Src.Inv && r.Src.Mask == 0 || r.Dst.Inv && r.Dst.Mask == 0 {
+		return errAt(cmd.cmdTok, "the kernel (nf_tables) refuses a negated /0 address: the rule could never match")
+	}
+	return nil
+}
+
 func contains(list []string, s string) bool {
 	for _, x := range list {
 		if x == s {
@@ -68,90 +195,16 @@ func contains(list []string, s string) bool {
 func (t *Table) apply(cmd *Command) error {
 	switch cmd.Kind {
 	case CmdAppend, CmdInsert, CmdReplace, CmdCheck, CmdDelete:
-		c, err := t.chainFor(cmd)
-		if err != nil {
-			return err
-		}
-		if err := t.resolveTargets(cmd); err != nil {
-			return err
-		}
-		switch cmd.Kind {
-		case CmdAppend:
-			c.Rules = append(c.Rules, cmd.Rules...)
-		case CmdInsert:
-			if cmd.RuleNum > len(c.Rules)+1 {
-				return errAt(cmd.ruleNumTok, "index of insertion too big")
-			}
-			i := cmd.RuleNum - 1
-			rules := append([]*Rule{}, c.Rules[:i]...)
-			rules = append(rules, cmd.Rules...)
-			c.Rules = append(rules, c.Rules[i:]...)
-		case CmdReplace:
-			if len(cmd.Rules) != 1 {
-				return errAt(cmd.cmdTok, "-R requires a rule specification that expands to exactly one rule")
-			}
-			if cmd.RuleNum > len(c.Rules) {
-				return errAt(cmd.ruleNumTok, "index of replacement too big")
-			}
-			c.Rules[cmd.RuleNum-1] = cmd.Rules[0]
-		case CmdDelete:
-			if cmd.hasRuleNum {
-				if cmd.RuleNum > len(c.Rules) {
-					return errAt(cmd.ruleNumTok, "index of deletion too big")
-				}
-				c.Rules = append(c.Rules[:cmd.RuleNum-1:cmd.RuleNum-1], c.Rules[cmd.RuleNum:]...)
-				return nil
-			}
-			for _, r := range cmd.Rules {
-				i := c.find(r)
-				if i < 0 {
-					return errAt(cmd.cmdTok, "bad rule (does a matching rule exist in that chain?)")
-				}
-				c.Rules = append(c.Rules[:i:i], c.Rules[i+1:]...)
-			}
-		case CmdCheck:
-			for _, r := range cmd.Rules {
-				if c.find(r) < 0 {
-					return errAt(cmd.cmdTok, "bad rule (does a matching rule exist in that chain?)")
-				}
-			}
-		}
-		return t.Validate()
+		return t.applyRule(cmd)
 	case CmdNewChain:
-		if _, ok := matchers.LookupTarget(cmd.Chain); ok || isStandardTarget(cmd.Chain) {
+		if clashesWithTarget(cmd.Chain) {
 			return errAt(cmd.chainTok, "chain name %q may not clash with target name", cmd.Chain)
 		}
 		if _, err := t.AddChain(cmd.Chain); err != nil {
 			return errAt(cmd.chainTok, "%v", err)
 		}
 	case CmdRenameChain:
-		c, err := t.chainFor(cmd)
-		if err != nil {
-			return err
-		}
-		if c.Builtin {
-			return errAt(cmd.chainTok, "cannot rename built-in chain %q", c.Name)
-		}
-		if t.Chain(cmd.NewName) != nil {
-			return errAt(cmd.chainTok, "chain %q already exists", cmd.NewName)
-		}
-		if _, ok := matchers.LookupTarget(cmd.NewName); ok || isStandardTarget(cmd.NewName) {
-			return errAt(cmd.chainTok, "chain name %q may not clash with target name", cmd.NewName)
-		}
-		old := c.Name
-		t.removeChain(c)
-		nc, err := t.AddChain(cmd.NewName)
-		if err != nil {
-			return errAt(cmd.chainTok, "%v", err)
-		}
-		nc.Rules = c.Rules
-		for _, ch := range t.Chains {
-			for _, r := range ch.Rules {
-				if (r.Target.Kind == TargetJump || r.Target.Kind == TargetGoto) && r.Target.Name == old {
-					r.Target.Name = cmd.NewName
-				}
-			}
-		}
+		return t.renameChain(cmd)
 	case CmdFlush:
 		if cmd.Chain == "" {
 			for _, c := range t.Chains {
@@ -165,57 +218,14 @@ func (t *Table) apply(cmd *Command) error {
 		}
 		c.Rules = nil
 	case CmdDeleteChain:
-		if cmd.Chain == "" {
-			// Delete every user chain; like iptables, fail if one is still
-			// referenced from a chain that stays.
-			for _, c := range t.Chains {
-				if c.Builtin {
-					continue
-				}
-				for _, b := range t.Chains {
-					if !b.Builtin {
-						continue
-					}
-					for _, r := range b.Rules {
-						if (r.Target.Kind == TargetJump || r.Target.Kind == TargetGoto) && r.Target.Name == c.Name {
-							return errAt(cmd.cmdTok, "too many links: chain %q is referenced from %s", c.Name, b.Name)
-						}
-					}
-				}
-				if len(c.Rules) > 0 {
-					return errAt(cmd.cmdTok, "directory not empty: chain %q is not empty", c.Name)
-				}
-			}
-			var keep []*Chain
-			for _, c := range t.Chains {
-				if c.Builtin {
-					keep = append(keep, c)
-				}
-			}
-			t.Chains = keep
-			return nil
-		}
-		c, err := t.chainFor(cmd)
-		if err != nil {
-			return err
-		}
-		if c.Builtin {
-			return errAt(cmd.chainTok, "cannot delete built-in chain %q", c.Name)
-		}
-		if n := t.References(c.Name); n > 0 {
-			return errAt(cmd.chainTok, "too many links: chain %q is referenced by %d rule(s)", c.Name, n)
-		}
-		if len(c.Rules) > 0 {
-			return errAt(cmd.chainTok, "directory not empty: chain %q is not empty", c.Name)
-		}
-		t.removeChain(c)
+		return t.deleteChains(cmd)
 	case CmdPolicy:
 		c, err := t.chainFor(cmd)
 		if err != nil {
 			return err
 		}
 		if !c.Builtin {
-			return errAt(cmd.chainTok, "cannot set policy on user-defined chain %q", c.Name)
+			return errAt(cmd.chainTok, "cannot set policy on user-defined chain %q (bad built-in chain name)", c.Name)
 		}
 		switch cmd.Policy {
 		case "ACCEPT":
@@ -225,9 +235,8 @@ func (t *Table) apply(cmd *Command) error {
 		default:
 			return errAt(cmd.targetTok, "bad policy name %q (ACCEPT or DROP)", cmd.Policy)
 		}
-		if cmd.SetCounters {
-			c.Counters.Set(cmd.Pkts, cmd.Bytes)
-		}
+		// "-P CHAIN POLICY -c P B" is accepted, but iptables-nft leaves the
+		// policy counters alone (iptables-restore --counters sets them).
 	case CmdZero:
 		if cmd.Chain == "" {
 			t.ZeroCounters()
@@ -238,10 +247,11 @@ func (t *Table) apply(cmd *Command) error {
 			return err
 		}
 		if cmd.RuleNum > 0 {
-			if cmd.RuleNum > len(c.Rules) {
-				return errAt(cmd.ruleNumTok, "index of rule too big")
+			// iptables-nft zeroes nothing and succeeds when the rule
+			// number is past the end of the chain.
+			if cmd.RuleNum <= len(c.Rules) {
+				c.Rules[cmd.RuleNum-1].Counters.Set(0, 0)
 			}
-			c.Rules[cmd.RuleNum-1].Counters.Set(0, 0)
 			return nil
 		}
 		c.Counters.Set(0, 0)
@@ -249,17 +259,208 @@ func (t *Table) apply(cmd *Command) error {
 			r.Counters.Set(0, 0)
 		}
 	case CmdList, CmdListRules:
+		// A rule number past the end lists nothing and succeeds.
 		if cmd.Chain != "" {
-			c, err := t.chainFor(cmd)
-			if err != nil {
+			if _, err := t.chainFor(cmd); err != nil {
 				return err
-			}
-			if cmd.RuleNum > len(c.Rules) {
-				return errAt(cmd.ruleNumTok, "index of rule too big")
 			}
 		}
 	}
 	return nil
+}
+
+// applyRule carries out the commands that take a rule specification.
+func (t *Table) applyRule(cmd *Command) error {
+	c, err := t.chainFor(cmd)
+	if err != nil {
+		return err
+	}
+	if err := t.resolveTargets(cmd); err != nil {
+		return err
+	}
+	switch cmd.Kind {
+	case CmdAppend, CmdInsert, CmdReplace:
+		for _, r := range cmd.Rules {
+			if err := checkKernelRule(cmd, r); err != nil {
+				return err
+			}
+		}
+	}
+	switch cmd.Kind {
+	case CmdAppend:
+		c.Rules = append(c.Rules, cmd.Rules...)
+	case CmdInsert:
+		if cmd.RuleNum > len(c.Rules)+1 {
+			return errAt(cmd.ruleNumTok, "index of insertion too big")
+		}
+		i := cmd.RuleNum - 1
+		rules := make([]*Rule, 0, len(c.Rules)+len(cmd.Rules))
+		rules = append(rules, c.Rules[:i]...)
+		// Each expanded rule is inserted at the same position in turn, so
+		// "-I CHAIN -s a,b" puts b before a.
+		for k := len(cmd.Rules) - 1; k >= 0; k-- {
+			rules = append(rules, cmd.Rules[k])
+		}
+		c.Rules = append(rules, c.Rules[i:]...)
+	case CmdReplace:
+		if len(cmd.Rules) != 1 {
+			return errAt(cmd.cmdTok, "replacement rule does not specify a unique address")
+		}
+		if cmd.RuleNum > len(c.Rules) {
+			return errAt(cmd.ruleNumTok, "index of replacement too big")
+		}
+		rules := append([]*Rule(nil), c.Rules...)
+		rules[cmd.RuleNum-1] = cmd.Rules[0]
+		c.Rules = rules
+	case CmdDelete:
+		if cmd.hasRuleNum {
+			if cmd.RuleNum > len(c.Rules) {
+				return errAt(cmd.ruleNumTok, "index of deletion too big")
+			}
+			c.Rules = append(c.Rules[:cmd.RuleNum-1:cmd.RuleNum-1], c.Rules[cmd.RuleNum:]...)
+			return nil
+		}
+		// Each expanded rule deletes the first rule equal to it; one that
+		// finds none fails the whole command.
+		for _, r := range cmd.Rules {
+			i := c.find(r)
+			if i < 0 {
+				return errAt(cmd.cmdTok, "bad rule (does a matching rule exist in that chain?)")
+			}
+			c.Rules = append(c.Rules[:i:i], c.Rules[i+1:]...)
+		}
+	case CmdCheck:
+		for _, r := range cmd.Rules {
+			if c.find(r) < 0 {
+				return errAt(cmd.cmdTok, "bad rule (does a matching rule exist in that chain?)")
+			}
+		}
+	}
+	return nil
+}
+
+// renameChain carries out -E. It refuses what iptables-nft 1.8.9 lets
+// through but cannot read back: renaming a built-in chain (iptables-save
+// then reports "incompatible base-chains") and new names that -N refuses
+// (whitespace, target names), which would make the saved file ambiguous or
+// unloadable.
+func (t *Table) renameChain(cmd *Command) error {
+	c, err := t.chainFor(cmd)
+	if err != nil {
+		return err
+	}
+	if c.Builtin {
+		return errAt(cmd.chainTok, "cannot rename built-in chain %q", c.Name)
+	}
+	if t.Chain(cmd.NewName) != nil {
+		return errAt(cmd.chainTok, "cannot rename to %q: chain already exists (file exists)", cmd.NewName)
+	}
+	if err := validChainName(cmd.NewName); err != nil {
+		return errAt(cmd.chainTok, "%v", err)
+	}
+	if clashesWithTarget(cmd.NewName) {
+		return errAt(cmd.chainTok, "chain name %q may not clash with target name", cmd.NewName)
+	}
+	old := c.Name
+	for _, ch := range t.Chains {
+		var rules []*Rule // copied on the first edit: snapshots share the old slice
+		for i, r := range ch.Rules {
+			if (r.Target.Kind == TargetJump || r.Target.Kind == TargetGoto) && r.Target.Name == old {
+				if rules == nil {
+					rules = append([]*Rule(nil), ch.Rules...)
+				}
+				nr := r.clone()
+				nr.Target.Name = cmd.NewName
+				rules[i] = nr
+			}
+		}
+		if rules != nil {
+			ch.Rules = rules
+		}
+	}
+	c.Name = cmd.NewName
+	t.sortUserChains()
+	return nil
+}
+
+// clone returns a copy of r that can be edited without changing r. The
+// extension instances are shared: they are immutable once built.
+func (r *Rule) clone() *Rule {
+	nr := &Rule{
+		Src: r.Src, Dst: r.Dst, In: r.In, Out: r.Out,
+		Proto: r.Proto, InvProto: r.InvProto, Frag: r.Frag,
+		Matches: r.Matches, Target: r.Target, Source: r.Source,
+	}
+	p, b := r.Counters.Get()
+	nr.Counters.Set(p, b)
+	return nr
+}
+
+// sortUserChains restores the order iptables-save prints: built-in chains
+// first, then user chains by name.
+func (t *Table) sortUserChains() {
+	for i := 1; i < len(t.Chains); i++ {
+		for j := i; j > 0 && !t.Chains[j-1].Builtin && t.Chains[j-1].Name > t.Chains[j].Name; j-- {
+			t.Chains[j-1], t.Chains[j] = t.Chains[j], t.Chains[j-1]
+		}
+	}
+}
+
+// deleteChains carries out -X with or without a chain. A chain must be
+// empty and unreferenced; without a chain every user chain goes, and one
+// that cannot go fails the whole command (nf_tables applies the batch
+// atomically).
+func (t *Table) deleteChains(cmd *Command) error {
+	check := func(c *Chain, tok token) error {
+		if n := t.References(c.Name); n > 0 {
+			return errAt(tok, "device or resource busy: chain %q is referenced by %d rule(s)", c.Name, n)
+		}
+		if len(c.Rules) > 0 {
+			return errAt(tok, "device or resource busy: chain %q is not empty", c.Name)
+		}
+		return nil
+	}
+	if cmd.Chain == "" {
+		var keep []*Chain
+		for _, c := range t.Chains {
+			if c.Builtin {
+				keep = append(keep, c)
+				continue
+			}
+			if err := check(c, cmd.cmdTok); err != nil {
+				return err
+			}
+		}
+		t.Chains = keep
+		return nil
+	}
+	c, err := t.chainFor(cmd)
+	if err != nil {
+		return err
+	}
+	if c.Builtin {
+		return errAt(cmd.chainTok, "cannot delete built-in chain %q", c.Name)
+	}
+	if err := check(c, cmd.chainTok); err != nil {
+		return err
+	}
+	t.removeChain(c)
+	return nil
+}
+
+// clashesWithTarget reports whether iptables refuses name for a new chain
+// because a target is called so. CONTINUE is not one of them: iptables
+// accepts -N CONTINUE.
+func clashesWithTarget(name string) bool {
+	switch name {
+	case "ACCEPT", "DROP", "QUEUE", "RETURN", "standard":
+		return true
+	}
+	if iptablesTargets[name] {
+		return true
+	}
+	_, ok := matchers.LookupTarget(name)
+	return ok
 }
 
 func isStandardTarget(n string) bool {
@@ -271,7 +472,8 @@ func isStandardTarget(n string) bool {
 }
 
 // find returns the index of the first rule equal to r, or -1. Rules are
-// equal when they print the same (the same spec and options).
+// equal when they print the same (the same spec and options); counters
+// do not count, as in iptables.
 func (c *Chain) find(r *Rule) int {
 	want := r.String()
 	for i, x := range c.Rules {
