@@ -61,48 +61,30 @@ func padLeft(b *strings.Builder, s string, w int) {
 
 // writeCount prints a counter followed by a space as xtables_print_num
 // does: exact in an 8-wide column with -x, else up to 99999 in a 5-wide
-// column and above that rounded to K, M, G or T in a 4-wide column. The
-// rounding adds 500 in uint64 arithmetic, so values within 500 of 2^64
-// wrap to "0K" exactly as in iptables.
+// column and above that rounded to K, M, G or T ("%4lluK"). The rounding
+// adds 500 in uint64 arithmetic, so values within 500 of 2^64 wrap to "0K"
+// exactly as in iptables.
 func (f listFormat) writeCount(b *strings.Builder, n uint64) {
-	if f.exact {
-		s := strconv.FormatUint(n, 10)
-		if !f.notable {
-			padLeft(b, s, 8)
-		} else {
-			b.WriteString(s)
-		}
-		b.WriteByte(' ')
-		return
-	}
-	if n <= 99999 {
-		s := strconv.FormatUint(n, 10)
-		if !f.notable {
-			padLeft(b, s, 5)
-		} else {
-			b.WriteString(s)
-		}
-		b.WriteByte(' ')
-		return
-	}
-	for _, unit := range "KMG" {
-		n = (n + 500) / 1000
-		if n <= 9999 {
-			f.writeUnit(b, n, byte(unit))
-			return
+	s, w := "", 5
+	switch {
+	case f.exact:
+		s, w = strconv.FormatUint(n, 10), 8
+	case n <= 99999:
+		s = strconv.FormatUint(n, 10)
+	default:
+		for _, unit := range "KMGT" {
+			n = (n + 500) / 1000
+			if n <= 9999 || unit == 'T' {
+				s = strconv.FormatUint(n, 10) + string(unit)
+				break
+			}
 		}
 	}
-	f.writeUnit(b, (n+500)/1000, 'T')
-}
-
-func (f listFormat) writeUnit(b *strings.Builder, n uint64, unit byte) {
-	s := strconv.FormatUint(n, 10)
-	if !f.notable {
-		padLeft(b, s, 4)
-	} else {
+	if f.notable {
 		b.WriteString(s)
+	} else {
+		padLeft(b, s, w)
 	}
-	b.WriteByte(unit)
 	b.WriteByte(' ')
 }
 

@@ -81,6 +81,12 @@ var kernelSequences = []struct {
 		ok("-I INPUT 3 -s 10.0.0.0/8 -j ACCEPT"),
 		ok("-L --line-numbers"),
 		ok("-L -n -v --line-numbers"),
+		ok("-nvL"),
+		ok("-nvxL INPUT"),
+		ok("-vnL INPUT 2 --line-numbers"),
+		ok("-L -nv"),
+		ok("-vS INPUT"),
+		ok("-S INPUT 1"),
 		ok("-D INPUT 3"),
 		ok("-R INPUT 1 -p tcp --dport 8443 -j ACCEPT"),
 		ok("-D INPUT -p udp --dport 53 -j ACCEPT"),
@@ -166,6 +172,13 @@ var kernelSequences = []struct {
 		ok("-S -v"),
 		ok("-S INPUT 2 -v"),
 		ok("-R INPUT 1 -s 1.2.3.5 -j ACCEPT"), // counters start at zero
+		ok("-R INPUT 3 -p tcp --dport 81 -c 7 8 -j ACCEPT"),
+		ok("-A OUTPUT -d 9.9.9.9 -c 1 1"),
+		ok("-A OUTPUT -d 9.9.9.9 -c 2 2"),
+		ok("-D OUTPUT -d 9.9.9.9"), // the first equal rule goes
+		ok("-t mangle -A POSTROUTING -o eth9 -c 3 4 -j MARK --set-mark 2"),
+		ok("-t mangle -P POSTROUTING DROP"),
+		ok("-t mangle -Z POSTROUTING 1"),
 		ok("-Z INPUT 2"),
 		ok("-Z INPUT 9"), // past the end: nothing, no error
 		ok("-L INPUT 9"),
@@ -359,6 +372,9 @@ var kernelSequences = []struct {
 	}, ""},
 }
 
+// nsPrefix names this test's namespaces (see netns.New).
+const nsPrefix = "qt-cmdtest"
+
 // kernelListings are the listings compared after every step.
 var kernelListings = [][]string{
 	{"-L", "-n", "-v", "-x", "--line-numbers"},
@@ -379,6 +395,9 @@ func TestAgainstKernel(t *testing.T) {
 	}
 	if _, err := exec.LookPath("iptables"); err != nil {
 		skipOrFail(t, "iptables is not installed")
+	}
+	if _, err := netns.CleanStale(nsPrefix); err != nil {
+		t.Logf("removing namespaces of earlier runs: %v", err)
 	}
 	for _, seq := range kernelSequences {
 		t.Run(strings.ReplaceAll(seq.name, " ", "_"), func(t *testing.T) {
@@ -403,7 +422,7 @@ func TestAgainstKernel(t *testing.T) {
 // reporting every difference; it stops at the first step that differs,
 // since later steps would only repeat it.
 func runSequence(t *testing.T, steps []step, report func(string, ...any)) {
-	ns, err := netns.New("qt-cmdtest", "ipt")
+	ns, err := netns.New(nsPrefix, "ipt")
 	if err != nil {
 		t.Fatal(err)
 	}
