@@ -174,13 +174,13 @@ var icmpNames = [...]struct {
 }
 
 // parseICMPType parses {NAME | TYPE[/CODE[:CODE]]} as iptables 1.8.9 does.
-// A name may be abbreviated to any unambiguous prefix, case-insensitively
-// (the empty string is ambiguous). Numbers are base 0 ("0x8", "010" = 8);
+// A name may be abbreviated to any unambiguous prefix, ASCII
+// case-insensitively (the empty string is ambiguous). Numbers are base 0 ("0x8", "010" = 8);
 // a reversed code range is accepted (it never matches).
 func parseICMPType(s string) (typ, lo, hi uint8, err error) {
 	match := -1
 	for i, e := range icmpNames {
-		if len(s) <= len(e.name) && strings.EqualFold(e.name[:len(s)], s) {
+		if hasPrefixFold(e.name, s) {
 			if match >= 0 {
 				return 0, 0, 0, fmt.Errorf("ambiguous type name %q: %q or %q?", s, icmpNames[match].name, e.name)
 			}

@@ -1,8 +1,10 @@
 package matchers
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"net/netip"
 	"strconv"
 	"strings"
 )
@@ -28,8 +30,15 @@ type addrRange struct {
 	set, inv bool
 }
 
-func (r *addrRange) match(a uint32) bool {
-	return (a >= r.min && a <= r.max) != r.inv
+// matchAddr reports whether a is in r, XOR the inversion; an address that
+// is not IPv4 never matches.
+func (r *addrRange) matchAddr(a netip.Addr) bool {
+	if !a.Is4() {
+		return false
+	}
+	b := a.As4()
+	v := binary.BigEndian.Uint32(b[:])
+	return (v >= r.min && v <= r.max) != r.inv
 }
 
 // iprangeMatch is one -m iprange instance.
@@ -90,8 +99,8 @@ func parseIPRangeAddr(s string) (uint32, error) {
 	var a uint32
 	parts := strings.SplitN(t, ".", 4)
 	for i, p := range parts {
-		v, ok := parseXUint(p, 0xff)
-		if !ok {
+		v, err := ParseUint(p, 0xff)
+		if err != nil {
 			return 0, fmt.Errorf("invalid address %q", s)
 		}
 		a |= uint32(v) << (24 - 8*i)
@@ -102,27 +111,7 @@ func parseIPRangeAddr(s string) (uint32, error) {
 // Match is iprange_mt4: each given side must hold (or, inverted, not hold)
 // its address, compared as a host-order integer.
 func (m *iprangeMatch) Match(c *Context) bool {
-	if m.src.set {
-		a := c.Pkt.Src
-		if !a.Is4() {
-			return false
-		}
-		b := a.As4()
-		if !m.src.match(uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])) {
-			return false
-		}
-	}
-	if m.dst.set {
-		a := c.Pkt.Dst
-		if !a.Is4() {
-			return false
-		}
-		b := a.As4()
-		if !m.dst.match(uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])) {
-			return false
-		}
-	}
-	return true
+	return (!m.src.set || m.src.matchAddr(c.Pkt.Src)) && (!m.dst.set || m.dst.matchAddr(c.Pkt.Dst))
 }
 
 // Save prints " [!] --src-range A-B [!] --dst-range C-D", always both ends.

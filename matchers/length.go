@@ -35,11 +35,16 @@ func (b *lengthBuilder) Parse(name string, args []string, invert bool) error {
 	if b.set {
 		return errors.New("only one --length allowed")
 	}
-	lo, hi, err := parseUint16Range(args[0])
+	// A reversed range is accepted (iptables 1.8.9 does; it never
+	// matches), and a single N is N:N.
+	v, n, err := parseUintRange(args[0], 0xffff)
 	if err != nil {
 		return err
 	}
-	b.m = lengthMatch{min: lo, max: hi, inv: invert}
+	if n == 1 {
+		v[1] = v[0]
+	}
+	b.m = lengthMatch{min: uint16(v[0]), max: uint16(v[1]), inv: invert}
 	b.set = true
 	return nil
 }
@@ -50,32 +55,6 @@ func (b *lengthBuilder) Build(*Rule) (Match, error) {
 	}
 	m := b.m
 	return &m, nil
-}
-
-// parseUint16Range parses N, A:B, :B, A: or : as iptables' guided parser
-// does for u16 ranges: base-0 numbers, a missing lower end is 0 and a
-// missing upper end 65535, a single N is N:N. A reversed range is
-// accepted (iptables 1.8.9 does; it never matches).
-func parseUint16Range(s string) (lo, hi uint16, err error) {
-	parts := strings.Split(s, ":")
-	if len(parts) > 2 {
-		return 0, 0, fmt.Errorf("too many components in %q (max: 2)", s)
-	}
-	v := [2]uint16{0, 0xffff}
-	for i, p := range parts {
-		if p == "" {
-			continue
-		}
-		n, ok := parseXUint(p, 0xffff)
-		if !ok {
-			return 0, 0, fmt.Errorf("bad value %q, or out of range (0-65535)", p)
-		}
-		v[i] = uint16(n)
-	}
-	if len(parts) == 1 {
-		v[1] = v[0]
-	}
-	return v[0], v[1], nil
 }
 
 // Match is length_mt: min <= total length <= max, XOR the inversion.

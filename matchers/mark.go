@@ -35,7 +35,7 @@ func (b *markBuilder) Parse(name string, args []string, invert bool) error {
 	if b.set {
 		return errors.New("only one --mark allowed")
 	}
-	v, m, err := parseMarkMask(args[0])
+	v, m, err := ParseMark(args[0])
 	if err != nil {
 		return err
 	}
@@ -50,27 +50,6 @@ func (b *markBuilder) Build(*Rule) (Match, error) {
 	}
 	m := b.m
 	return &m, nil
-}
-
-// parseMarkMask parses VALUE[/MASK] as iptables' guided parser does:
-// base-0 u32 numbers, mask 0xffffffff by default. (ParseMark in parse.go
-// also accepts Go digit separators such as "1_0", which iptables refuses.)
-func parseMarkMask(s string) (value, mask uint32, err error) {
-	v, rest, ok := strtoul(s, 0)
-	if !ok || v > 0xffffffff {
-		return 0, 0, fmt.Errorf("bad mark value %q", s)
-	}
-	m := uint64(0xffffffff)
-	if rest != "" && rest[0] == '/' {
-		m, rest, ok = strtoul(rest[1:], 0)
-		if !ok || m > 0xffffffff {
-			return 0, 0, fmt.Errorf("bad mark mask %q", s)
-		}
-	}
-	if rest != "" {
-		return 0, 0, fmt.Errorf("trailing garbage after mark %q", s)
-	}
-	return uint32(v), uint32(m), nil
 }
 
 // Match is mark_mt.

@@ -1,6 +1,7 @@
 package matchers
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"strings"
@@ -123,8 +124,9 @@ func multiportProtoName(p uint8) string {
 }
 
 // parseMultiportList fills m's slots from a comma list of ports and a:b
-// ranges (a < b strictly). With proto "" any known service name is
-// accepted (a syntax check before the protocol is known).
+// ranges (a < b strictly), each port read by ParsePort. With proto "" a
+// service name of any protocol is accepted (a syntax check before the
+// protocol is known).
 func parseMultiportList(m *multiportMatch, s, proto string) error {
 	n := 0
 	for _, e := range strings.Split(s, ",") {
@@ -135,14 +137,14 @@ func parseMultiportList(m *multiportMatch, s, proto string) error {
 		if isRange && n == multiportSlots-1 {
 			return errors.New("too many ports specified")
 		}
-		a, err := parseMultiportPort(lo, proto)
+		a, err := ParsePort(lo, proto)
 		if err != nil {
 			return err
 		}
 		m.ports[n], m.rng[n] = a, isRange
 		n++
 		if isRange {
-			z, err := parseMultiportPort(hi, proto)
+			z, err := ParsePort(hi, proto)
 			if err != nil {
 				return err
 			}
@@ -157,21 +159,6 @@ func parseMultiportList(m *multiportMatch, s, proto string) error {
 	return nil
 }
 
-func parseMultiportPort(s, proto string) (uint16, error) {
-	if proto != "" {
-		return parsePort(s, proto)
-	}
-	if v, ok := parseXUint(s, 0xffff); ok {
-		return uint16(v), nil
-	}
-	for _, p := range gaiProtos {
-		if v, ok := lookupService(s, p); ok {
-			return v, nil
-		}
-	}
-	return 0, fmt.Errorf("invalid port/service %q specified", s)
-}
-
 // Match is multiport_mt: fragments never match, fewer than 4 transport
 // bytes are dropped, then the first entry that covers the selected port(s)
 // decides; no hit is a miss. The inversion applies to the result.
@@ -184,7 +171,7 @@ func (m *multiportMatch) Match(c *Context) bool {
 		c.Hotdrop = true
 		return false
 	}
-	src, dst := be16(h[0:]), be16(h[2:])
+	src, dst := binary.BigEndian.Uint16(h[0:]), binary.BigEndian.Uint16(h[2:])
 	n := int(m.count)
 	for i := 0; i < n; i++ {
 		lo, hi := m.ports[i], m.ports[i]

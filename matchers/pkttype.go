@@ -59,7 +59,7 @@ func (b *pkttypeBuilder) Parse(name string, args []string, invert bool) error {
 		return errors.New("only one --pkt-type allowed")
 	}
 	for _, n := range pktTypeNames {
-		if strings.EqualFold(args[0], n.name) {
+		if equalFold(args[0], n.name) {
 			b.m = pkttypeMatch{typ: n.typ, inv: invert}
 			b.set = true
 			return nil

@@ -19,6 +19,8 @@ var pkttypeFmt = []fmtVector{
 var pkttypeErr = []errVector{
 	{opts: "--pkt-type foo", err: `bad packet type "foo"`},
 	{opts: "--pkt-type uni", err: `bad packet type "uni"`},
+	// strcasecmp folds ASCII only: "ſ" is not "s".
+	{opts: "--pkt-type broadcaſt", err: `bad packet type "broadcaſt"`},
 	// Commented out of iptables' table; 1.8.9 says "Bad packet type".
 	{opts: "--pkt-type outgoing", err: `bad packet type "outgoing"`},
 	{opts: "", err: "--pkt-type must be specified"},

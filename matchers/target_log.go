@@ -202,7 +202,7 @@ func (lb *logTargetBuilder) Build(r *Rule) (Target, error) {
 // syntax (so "0x3", "07" and " 3" are accepted) or one of the names emerg,
 // panic, alert, crit, error, warning, notice, info, debug (case-sensitive).
 func ParseLogLevel(s string) (uint8, error) {
-	if v, ok := tgtParseUint(s, 7); ok {
+	if v, err := ParseUint(s, 7); err == nil {
 		return uint8(v), nil
 	}
 	for _, n := range logLevelParseNames {

@@ -13,7 +13,7 @@ import (
 )
 
 // logCases were checked against iptables-save / iptables -L[ -n] 1.8.9.
-var logCases = []tgtCase{
+var logCases = []targetCase{
 	{args: "", save: "", listN: " LOG flags 0 level 4", list: " LOG level warn"},
 	{args: `--log-prefix "FW DROP: " --log-level info`, save: ` --log-prefix "FW DROP: " --log-level 6`,
 		listN: ` LOG flags 0 level 6 prefix "FW DROP: "`, list: ` LOG level info prefix "FW DROP: "`},
@@ -68,13 +68,13 @@ var logCases = []tgtCase{
 	{args: "! --log-uid"},
 }
 
-func TestLOGSaveList(t *testing.T) { tgtRunCases(t, "LOG", logCases) }
+func TestLOGSaveList(t *testing.T) { runTargetCases(t, "LOG", logCases) }
 
 // TestLOGPrefixNewline: a newline is refused, even after the 29 bytes that
 // are kept.
 func TestLOGPrefixNewline(t *testing.T) {
 	for _, p := range []string{"a\nb", strings.Repeat("x", 40) + "\n"} {
-		if _, err := tgtBuild("LOG", Rule{}, "--log-prefix", p); err == nil {
+		if _, err := buildTarget("LOG", Rule{}, "--log-prefix", p); err == nil {
 			t.Errorf("--log-prefix %q accepted", p)
 		}
 	}
@@ -130,7 +130,7 @@ func tgtEth(dst, src net.HardwareAddr) *layers.Ethernet {
 // tgtLine formats one log line through the LOG target's Apply.
 func tgtLine(t testing.TB, v *packet.View, in, out string, mark uint32, argv ...string) string {
 	t.Helper()
-	tg, err := tgtBuild("LOG", Rule{}, argv...)
+	tg, err := buildTarget("LOG", Rule{}, argv...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -481,8 +481,8 @@ func TestLOGLineLinkLayer(t *testing.T) {
 // own lines, that Level is carried and that Reset recycles the space.
 func TestLOGApplyEvents(t *testing.T) {
 	v := tgtEthView(tgtSYN(t), 14)
-	a, _ := tgtBuild("LOG", Rule{}, "--log-prefix", "A ", "--log-level", "info")
-	b, _ := tgtBuild("LOG", Rule{}, "--log-prefix", "B ")
+	a, _ := buildTarget("LOG", Rule{}, "--log-prefix", "A ", "--log-level", "info")
+	b, _ := buildTarget("LOG", Rule{}, "--log-prefix", "B ")
 	c := &Context{Pkt: v, In: "eth0"}
 	a.Apply(c)
 	b.Apply(c)
@@ -510,7 +510,7 @@ func TestLOGApplyEvents(t *testing.T) {
 // TestLOGApplyNoAlloc checks the steady state of the per-packet path.
 func TestLOGApplyNoAlloc(t *testing.T) {
 	v := tgtEthView(tgtPortUnreach(t, 4, layers.IPProtocolTCP, gopacket.Payload(make([]byte, 8))), 14)
-	tg, err := tgtBuild("LOG", Rule{}, "--log-prefix", "DROP: ", "--log-tcp-options", "--log-ip-options", "--log-tcp-sequence")
+	tg, err := buildTarget("LOG", Rule{}, "--log-prefix", "DROP: ", "--log-tcp-options", "--log-ip-options", "--log-tcp-sequence")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -528,7 +528,7 @@ func TestLOGApplyNoAlloc(t *testing.T) {
 
 func BenchmarkLOGApply(b *testing.B) {
 	v := tgtEthView(tgtSYN(b), 14)
-	tg, err := tgtBuild("LOG", Rule{}, "--log-prefix", "SSH-IN: ", "--log-tcp-options", "--log-tcp-sequence")
+	tg, err := buildTarget("LOG", Rule{}, "--log-prefix", "SSH-IN: ", "--log-tcp-options", "--log-tcp-sequence")
 	if err != nil {
 		b.Fatal(err)
 	}

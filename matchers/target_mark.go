@@ -90,7 +90,7 @@ func (mb *markTargetBuilder) Parse(name string, args []string, invert bool) erro
 	arg := args[0]
 	switch name {
 	case "set-xmark", "set-mark":
-		v, m, err := tgtParseMarkMask(arg)
+		v, m, err := ParseMark(arg)
 		if err != nil {
 			return fmt.Errorf("option \"--%s\": %w", name, err)
 		}
@@ -100,9 +100,9 @@ func (mb *markTargetBuilder) Parse(name string, args []string, invert bool) erro
 		}
 		mb.t = MarkTarget{Value: v, Mask: m}
 	case "and-mark", "or-mark", "xor-mark":
-		v, ok := tgtParseUint(arg, 0xffffffff)
-		if !ok {
-			return fmt.Errorf("bad value for option \"--%s\", or out of range (0-4294967295)", name)
+		v, err := ParseUint(arg, 0xffffffff)
+		if err != nil {
+			return fmt.Errorf("option \"--%s\": %w", name, err)
 		}
 		b := uint32(v)
 		switch name {
@@ -128,94 +128,4 @@ func (mb *markTargetBuilder) Build(r *Rule) (Target, error) {
 	}
 	t := mb.t
 	return &t, nil
-}
-
-// tgtParseMarkMask parses VALUE[/MASK] as xtables' markmask option type does
-// (strtoul rules for both parts, mask default 0xffffffff).
-func tgtParseMarkMask(s string) (value, mask uint32, err error) {
-	v, rest, ok := tgtStrtoul(s, 0xffffffff)
-	if !ok {
-		return 0, 0, fmt.Errorf("bad mark value %q, or out of range", s)
-	}
-	mask = 0xffffffff
-	if strings.HasPrefix(rest, "/") {
-		m, r, ok := tgtStrtoul(rest[1:], 0xffffffff)
-		if !ok {
-			return 0, 0, fmt.Errorf("bad mask value %q, or out of range", s)
-		}
-		mask, rest = uint32(m), r
-	}
-	if rest != "" {
-		return 0, 0, fmt.Errorf("trailing garbage after value %q", s)
-	}
-	return uint32(v), mask, nil
-}
-
-// tgtParseUint parses all of s as xtables_strtoul does, with 0 <= v <= max.
-func tgtParseUint(s string, max uint64) (uint64, bool) {
-	v, rest, ok := tgtStrtoul(s, max)
-	return v, ok && rest == ""
-}
-
-// tgtStrtoul reads a number at the start of s the way xtables_strtoul (that
-// is, strtoumax with base 0) reads it: optional leading white space, an
-// optional '+' (a '-' is refused), then 0x/0X hex, leading-0 octal or
-// decimal. It returns the value and the unread rest of s; ok is false when
-// no digit was read or the value exceeds max. Go's strconv is not used
-// because base 0 there also accepts "0b", "0o" and '_' separators, which
-// iptables refuses.
-func tgtStrtoul(s string, max uint64) (v uint64, rest string, ok bool) {
-	i := 0
-	for i < len(s) && (s[i] == ' ' || s[i] >= '\t' && s[i] <= '\r') {
-		i++
-	}
-	if i < len(s) && s[i] == '-' {
-		return 0, s, false
-	}
-	if i < len(s) && s[i] == '+' {
-		i++
-	}
-	base := uint64(10)
-	if i+2 < len(s) && s[i] == '0' && s[i+1]|0x20 == 'x' && tgtDigit(s[i+2], 16) >= 0 {
-		base, i = 16, i+2
-	} else if i < len(s) && s[i] == '0' {
-		base = 8
-	}
-	start := i
-	overflow := false
-	for ; i < len(s); i++ {
-		d := tgtDigit(s[i], base)
-		if d < 0 {
-			break
-		}
-		if v > (^uint64(0)-uint64(d))/base {
-			overflow = true
-		}
-		v = v*base + uint64(d)
-	}
-	if i == start {
-		return 0, s, false
-	}
-	if overflow || v > max {
-		return 0, s[i:], false
-	}
-	return v, s[i:], true
-}
-
-func tgtDigit(c byte, base uint64) int {
-	var d int
-	switch {
-	case c >= '0' && c <= '9':
-		d = int(c - '0')
-	case c >= 'a' && c <= 'f':
-		d = int(c-'a') + 10
-	case c >= 'A' && c <= 'F':
-		d = int(c-'A') + 10
-	default:
-		return -1
-	}
-	if uint64(d) >= base {
-		return -1
-	}
-	return d
 }

@@ -94,46 +94,38 @@ func jhash3Words(a, b, c, initval uint32) uint32 {
 	return c
 }
 
+// nfqueueWords are the words Save and List print, in the order printed.
+type nfqueueWords struct{ balance, num, bypass, cpuFanout string }
+
+var (
+	nfqueueSave = nfqueueWords{" --queue-balance ", " --queue-num ", " --queue-bypass", " --queue-cpu-fanout"}
+	nfqueueList = nfqueueWords{" NFQUEUE balance ", " NFQUEUE num ", " bypass", " cpu-fanout"}
+)
+
 // Save prints, in this fixed order, " --queue-num N" or
 // " --queue-balance A:B", then " --queue-bypass", then " --queue-cpu-fanout".
-func (t *NFQueueTarget) Save(b *strings.Builder) {
-	if t.Total > 1 {
-		b.WriteString(" --queue-balance ")
-		t.writeRange(b)
-	} else {
-		b.WriteString(" --queue-num ")
-		b.WriteString(strconv.Itoa(int(t.Num)))
-	}
-	if t.Bypass {
-		b.WriteString(" --queue-bypass")
-	}
-	if t.CPUFanout {
-		b.WriteString(" --queue-cpu-fanout")
-	}
-}
+func (t *NFQueueTarget) Save(b *strings.Builder) { t.write(b, &nfqueueSave) }
 
 // List prints " NFQUEUE num N" or " NFQUEUE balance A:B", then " bypass",
 // then " cpu-fanout" (the same with and without -n).
-func (t *NFQueueTarget) List(b *strings.Builder, numeric bool) {
+func (t *NFQueueTarget) List(b *strings.Builder, numeric bool) { t.write(b, &nfqueueList) }
+
+func (t *NFQueueTarget) write(b *strings.Builder, w *nfqueueWords) {
 	if t.Total > 1 {
-		b.WriteString(" NFQUEUE balance ")
-		t.writeRange(b)
+		b.WriteString(w.balance)
+		b.WriteString(strconv.Itoa(int(t.Num)))
+		b.WriteByte(':')
+		b.WriteString(strconv.Itoa(int(t.Num) + int(t.Total) - 1))
 	} else {
-		b.WriteString(" NFQUEUE num ")
+		b.WriteString(w.num)
 		b.WriteString(strconv.Itoa(int(t.Num)))
 	}
 	if t.Bypass {
-		b.WriteString(" bypass")
+		b.WriteString(w.bypass)
 	}
 	if t.CPUFanout {
-		b.WriteString(" cpu-fanout")
+		b.WriteString(w.cpuFanout)
 	}
-}
-
-func (t *NFQueueTarget) writeRange(b *strings.Builder) {
-	b.WriteString(strconv.Itoa(int(t.Num)))
-	b.WriteByte(':')
-	b.WriteString(strconv.Itoa(int(t.Num) + int(t.Total) - 1))
 }
 
 type nfqueueTargetBuilder struct {
@@ -161,20 +153,29 @@ func (nb *nfqueueTargetBuilder) Parse(name string, args []string, invert bool) e
 		if len(args) != 1 {
 			return fmt.Errorf("option \"--queue-num\" requires an argument")
 		}
-		v, ok := tgtParseUint(args[0], 0xffff)
-		if !ok {
-			return fmt.Errorf("bad value for option \"--queue-num\", or out of range (0-65535)")
+		v, err := ParseUint(args[0], 0xffff)
+		if err != nil {
+			return fmt.Errorf("option \"--queue-num\": %w", err)
 		}
 		nb.num = uint16(v)
 	case "queue-balance":
 		if len(args) != 1 {
 			return fmt.Errorf("option \"--queue-balance\" requires an argument")
 		}
-		first, last, err := tgtParseQueueRange(args[0])
+		// iptables 1.8.9 reads A:B as a u16 range of its guided parser: an
+		// empty A is 0 and an empty B 65535 (so ":" is 0:65535, which the
+		// kernel then refuses); both parts are required and A < B.
+		v, n, err := parseUintRange(args[0], 0xffff)
 		if err != nil {
-			return err
+			return fmt.Errorf("option \"--queue-balance\": %w", err)
 		}
-		nb.first, nb.last, nb.balance = first, last, true
+		if n != 2 {
+			return fmt.Errorf("option \"--queue-balance\": bad range %q", args[0])
+		}
+		if v[0] >= v[1] {
+			return fmt.Errorf("option \"--queue-balance\": %d should be less than %d", v[0], v[1])
+		}
+		nb.first, nb.last, nb.balance = uint32(v[0]), uint32(v[1]), true
 	case "queue-bypass":
 		nb.bypass = true
 	case "queue-cpu-fanout":
@@ -187,47 +188,6 @@ func (nb *nfqueueTargetBuilder) Parse(name string, args []string, invert bool) e
 	}
 	nb.seen[name] = true
 	return nil
-}
-
-// tgtParseQueueRange parses A:B as iptables 1.8.9 does for --queue-balance:
-// each side 0..65535 in strtoul syntax, an empty A means 0 and an empty B
-// 65535 (so ":" is 0:65535, which the kernel then refuses), exactly two
-// components, and A < B.
-func tgtParseQueueRange(s string) (first, last uint32, err error) {
-	var vals [2]uint32
-	n := 0
-	for arg := s; ; {
-		if n == len(vals) {
-			return 0, 0, fmt.Errorf("too many components for option \"--queue-balance\" (max: 2)")
-		}
-		rest := arg
-		if arg == "" || arg[0] == ':' {
-			if n == 1 {
-				vals[n] = 0xffff
-			}
-		} else {
-			v, r, ok := tgtStrtoul(arg, 0xffff)
-			if !ok {
-				return 0, 0, fmt.Errorf("bad value for option \"--queue-balance\" near %q, or out of range (0-65535)", arg)
-			}
-			if r != "" && r[0] != ':' {
-				return 0, 0, fmt.Errorf("argument to \"--queue-balance\" has unexpected characters near %q", r)
-			}
-			vals[n], rest = uint32(v), r
-		}
-		n++
-		if rest == "" {
-			break
-		}
-		arg = rest[1:]
-	}
-	if n != 2 {
-		return 0, 0, fmt.Errorf("bad range %q", s)
-	}
-	if vals[0] >= vals[1] {
-		return 0, 0, fmt.Errorf("%d should be less than %d", vals[0], vals[1])
-	}
-	return vals[0], vals[1], nil
 }
 
 // Build applies iptables' final check (--queue-cpu-fanout needs

@@ -3,15 +3,13 @@ package matchers
 import (
 	"net/netip"
 	"testing"
-
-	"github.com/qtables/qtables/packet"
 )
 
 // nfqueueCases were checked against iptables-save / iptables -L[ -n] 1.8.9.
 // Where spec §6.6/§9 (written from iptables 1.8.11) differs, 1.8.9 is
 // followed: an empty upper bound is 65535, not 65534, so "4:" is 4:65535
 // and ":" is 0:65535, which the kernel refuses (65536 queues wrap to 0).
-var nfqueueCases = []tgtCase{
+var nfqueueCases = []targetCase{
 	{args: "", save: " --queue-num 0", listN: " NFQUEUE num 0"},
 	{args: "--queue-num 5", save: " --queue-num 5", listN: " NFQUEUE num 5"},
 	{args: "--queue-bypass", save: " --queue-num 0 --queue-bypass", listN: " NFQUEUE num 0 bypass"},
@@ -52,27 +50,22 @@ var nfqueueCases = []tgtCase{
 	{args: "! --queue-num 1"},
 }
 
-func TestNFQUEUESaveList(t *testing.T) { tgtRunCases(t, "NFQUEUE", nfqueueCases) }
+func TestNFQUEUESaveList(t *testing.T) { runTargetCases(t, "NFQUEUE", nfqueueCases) }
 
-func tgtIPv4Ctx(src, dst string, proto uint8) *Context {
-	b := make([]byte, 20)
-	b[0], b[9] = 0x45, proto
-	s, d := netip.MustParseAddr(src).As4(), netip.MustParseAddr(dst).As4()
-	copy(b[12:], s[:])
-	copy(b[16:], d[:])
-	return &Context{Pkt: &packet.View{Network: b, Family: 4, Proto: proto,
-		Src: netip.MustParseAddr(src), Dst: netip.MustParseAddr(dst)}}
+// flowCtx is a Context for an IPv4 packet of proto from src to dst.
+func flowCtx(src, dst string, proto uint8) *Context {
+	return ctxFor(pkt{proto: proto, src: src, dst: dst}.view())
 }
 
 func TestNFQUEUEApply(t *testing.T) {
 	build := func(args ...string) Target {
-		tg, err := tgtBuild("NFQUEUE", Rule{}, args...)
+		tg, err := buildTarget("NFQUEUE", Rule{}, args...)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return tg
 	}
-	c := tgtIPv4Ctx("10.0.0.1", "10.0.0.2", 6)
+	c := flowCtx("10.0.0.1", "10.0.0.2", 6)
 	if v := build().Apply(c); v != QueueVerdict(0, false) || v.Base() != Queue {
 		t.Errorf("default: %v", v)
 	}
@@ -89,8 +82,8 @@ func TestNFQUEUEApply(t *testing.T) {
 	seen := map[uint16]bool{}
 	for i := 0; i < 256; i++ {
 		a := netip.AddrFrom4([4]byte{192, 0, 2, byte(i)}).String()
-		fwd := bal.Apply(tgtIPv4Ctx(a, "198.51.100.1", 17))
-		rev := bal.Apply(tgtIPv4Ctx("198.51.100.1", a, 17))
+		fwd := bal.Apply(flowCtx(a, "198.51.100.1", 17))
+		rev := bal.Apply(flowCtx("198.51.100.1", a, 17))
 		if fwd != rev {
 			t.Fatalf("%s: directions differ: %v vs %v", a, fwd, rev)
 		}
@@ -107,7 +100,7 @@ func TestNFQUEUEApply(t *testing.T) {
 	diff := false
 	for i := 0; i < 64 && !diff; i++ {
 		a := netip.AddrFrom4([4]byte{192, 0, 2, byte(i)}).String()
-		diff = bal.Apply(tgtIPv4Ctx(a, "198.51.100.1", 6)) != bal.Apply(tgtIPv4Ctx(a, "198.51.100.1", 17))
+		diff = bal.Apply(flowCtx(a, "198.51.100.1", 6)) != bal.Apply(flowCtx(a, "198.51.100.1", 17))
 	}
 	if !diff {
 		t.Error("protocol does not influence the queue")

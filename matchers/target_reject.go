@@ -64,35 +64,14 @@ func (t RejectType) ICMP() (typ, code uint8, ok bool) {
 // without regard to ASCII case. An empty s therefore selects the first entry.
 func ParseRejectType(s string) (RejectType, error) {
 	for i, n := range rejectNames {
-		if tgtHasPrefixFold(n.name, s) || tgtHasPrefixFold(n.alias, s) {
+		if hasPrefixFold(n.name, s) || hasPrefixFold(n.alias, s) {
 			return RejectType(i), nil
 		}
 	}
-	if tgtHasPrefixFold("echo-reply", s) || tgtHasPrefixFold("echoreply", s) {
+	if hasPrefixFold("echo-reply", s) || hasPrefixFold("echoreply", s) {
 		return 0, fmt.Errorf("--reject-with echo-reply no longer supported")
 	}
 	return 0, fmt.Errorf("unknown reject type %q", s)
-}
-
-// tgtHasPrefixFold reports whether s starts with prefix, ASCII
-// case-insensitively (strncasecmp(s, prefix, len(prefix)) == 0).
-func tgtHasPrefixFold(s, prefix string) bool {
-	if len(prefix) > len(s) {
-		return false
-	}
-	for i := 0; i < len(prefix); i++ {
-		a, b := s[i], prefix[i]
-		if 'A' <= a && a <= 'Z' {
-			a += 'a' - 'A'
-		}
-		if 'A' <= b && b <= 'Z' {
-			b += 'a' - 'A'
-		}
-		if a != b {
-			return false
-		}
-	}
-	return true
 }
 
 // RejectTarget is a REJECT target.

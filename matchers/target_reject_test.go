@@ -2,55 +2,50 @@ package matchers
 
 import "testing"
 
-var (
-	tgtTCP    = Rule{Table: "filter", Chain: "INPUT", Proto: 6}
-	tgtFilter = Rule{Table: "filter", Chain: "INPUT"}
-)
-
 // rejectCases were checked against iptables-save / iptables -L[ -n] 1.8.9;
 // the refused ones fail there too (tcp-reset without -p tcp, and REJECT
 // outside filter, with "Invalid argument" from the kernel).
-var rejectCases = []tgtCase{
-	{rule: tgtFilter, args: "", save: " --reject-with icmp-port-unreachable", listN: " reject-with icmp-port-unreachable"},
-	{rule: tgtFilter, args: "--reject-with icmp-net-unreachable", save: " --reject-with icmp-net-unreachable", listN: " reject-with icmp-net-unreachable"},
-	{rule: tgtFilter, args: "--reject-with host-unreach", save: " --reject-with icmp-host-unreachable", listN: " reject-with icmp-host-unreachable"},
-	{rule: tgtFilter, args: "--reject-with icmp-proto-unreachable", save: " --reject-with icmp-proto-unreachable", listN: " reject-with icmp-proto-unreachable"},
-	{rule: tgtFilter, args: "--reject-with port-unreach", save: " --reject-with icmp-port-unreachable", listN: " reject-with icmp-port-unreachable"},
-	{rule: tgtFilter, args: "--reject-with icmp-net-prohibited", save: " --reject-with icmp-net-prohibited", listN: " reject-with icmp-net-prohibited"},
-	{rule: tgtFilter, args: "--reject-with icmp-host-prohibited", save: " --reject-with icmp-host-prohibited", listN: " reject-with icmp-host-prohibited"},
-	{rule: tgtTCP, args: "--reject-with tcp-reset", save: " --reject-with tcp-reset", listN: " reject-with tcp-reset"},
-	{rule: tgtTCP, args: "--reject-with tcp-rst", save: " --reject-with tcp-reset", listN: " reject-with tcp-reset"},
-	{rule: tgtTCP, args: "--reject-with tcp-r", save: " --reject-with tcp-reset", listN: " reject-with tcp-reset"},
-	{rule: tgtFilter, args: "--reject-with icmp-admin-prohibited", save: " --reject-with icmp-admin-prohibited", listN: " reject-with icmp-admin-prohibited"},
-	{rule: tgtFilter, args: "--reject-with admin-prohib", save: " --reject-with icmp-admin-prohibited", listN: " reject-with icmp-admin-prohibited"},
+var rejectCases = []targetCase{
+	{rule: ruleAny, args: "", save: " --reject-with icmp-port-unreachable", listN: " reject-with icmp-port-unreachable"},
+	{rule: ruleAny, args: "--reject-with icmp-net-unreachable", save: " --reject-with icmp-net-unreachable", listN: " reject-with icmp-net-unreachable"},
+	{rule: ruleAny, args: "--reject-with host-unreach", save: " --reject-with icmp-host-unreachable", listN: " reject-with icmp-host-unreachable"},
+	{rule: ruleAny, args: "--reject-with icmp-proto-unreachable", save: " --reject-with icmp-proto-unreachable", listN: " reject-with icmp-proto-unreachable"},
+	{rule: ruleAny, args: "--reject-with port-unreach", save: " --reject-with icmp-port-unreachable", listN: " reject-with icmp-port-unreachable"},
+	{rule: ruleAny, args: "--reject-with icmp-net-prohibited", save: " --reject-with icmp-net-prohibited", listN: " reject-with icmp-net-prohibited"},
+	{rule: ruleAny, args: "--reject-with icmp-host-prohibited", save: " --reject-with icmp-host-prohibited", listN: " reject-with icmp-host-prohibited"},
+	{rule: ruleTCP, args: "--reject-with tcp-reset", save: " --reject-with tcp-reset", listN: " reject-with tcp-reset"},
+	{rule: ruleTCP, args: "--reject-with tcp-rst", save: " --reject-with tcp-reset", listN: " reject-with tcp-reset"},
+	{rule: ruleTCP, args: "--reject-with tcp-r", save: " --reject-with tcp-reset", listN: " reject-with tcp-reset"},
+	{rule: ruleAny, args: "--reject-with icmp-admin-prohibited", save: " --reject-with icmp-admin-prohibited", listN: " reject-with icmp-admin-prohibited"},
+	{rule: ruleAny, args: "--reject-with admin-prohib", save: " --reject-with icmp-admin-prohibited", listN: " reject-with icmp-admin-prohibited"},
 	// Prefixes, case-insensitive, first table entry wins.
-	{rule: tgtFilter, args: "--reject-with ICMP-h", save: " --reject-with icmp-host-unreachable", listN: " reject-with icmp-host-unreachable"},
-	{rule: tgtFilter, args: "--reject-with icmp", save: " --reject-with icmp-net-unreachable", listN: " reject-with icmp-net-unreachable"},
-	{rule: tgtFilter, args: "--reject-with h", save: " --reject-with icmp-host-unreachable", listN: " reject-with icmp-host-unreachable"},
-	{rule: tgtFilter, args: "--reject-with p", save: " --reject-with icmp-proto-unreachable", listN: " reject-with icmp-proto-unreachable"},
-	{rule: tgtFilter, args: "--reject-with icmp-p", save: " --reject-with icmp-proto-unreachable", listN: " reject-with icmp-proto-unreachable"},
-	{rule: tgtFilter, args: "--reject-with icmp-host-p", save: " --reject-with icmp-host-prohibited", listN: " reject-with icmp-host-prohibited"},
-	{rule: tgtFilter, args: "--reject-with net-pro", save: " --reject-with icmp-net-prohibited", listN: " reject-with icmp-net-prohibited"},
-	{rule: tgtFilter, args: "--reject-with ADMIN", save: " --reject-with icmp-admin-prohibited", listN: " reject-with icmp-admin-prohibited"},
-	{rule: tgtFilter, args: `--reject-with ""`, save: " --reject-with icmp-net-unreachable", listN: " reject-with icmp-net-unreachable"},
+	{rule: ruleAny, args: "--reject-with ICMP-h", save: " --reject-with icmp-host-unreachable", listN: " reject-with icmp-host-unreachable"},
+	{rule: ruleAny, args: "--reject-with icmp", save: " --reject-with icmp-net-unreachable", listN: " reject-with icmp-net-unreachable"},
+	{rule: ruleAny, args: "--reject-with h", save: " --reject-with icmp-host-unreachable", listN: " reject-with icmp-host-unreachable"},
+	{rule: ruleAny, args: "--reject-with p", save: " --reject-with icmp-proto-unreachable", listN: " reject-with icmp-proto-unreachable"},
+	{rule: ruleAny, args: "--reject-with icmp-p", save: " --reject-with icmp-proto-unreachable", listN: " reject-with icmp-proto-unreachable"},
+	{rule: ruleAny, args: "--reject-with icmp-host-p", save: " --reject-with icmp-host-prohibited", listN: " reject-with icmp-host-prohibited"},
+	{rule: ruleAny, args: "--reject-with net-pro", save: " --reject-with icmp-net-prohibited", listN: " reject-with icmp-net-prohibited"},
+	{rule: ruleAny, args: "--reject-with ADMIN", save: " --reject-with icmp-admin-prohibited", listN: " reject-with icmp-admin-prohibited"},
+	{rule: ruleAny, args: `--reject-with ""`, save: " --reject-with icmp-net-unreachable", listN: " reject-with icmp-net-unreachable"},
 	{rule: Rule{Table: "filter", Chain: "foo"}, args: "", save: " --reject-with icmp-port-unreachable", listN: " reject-with icmp-port-unreachable"},
 	// Refused.
-	{rule: tgtFilter, args: "--reject-with echo"},
-	{rule: tgtFilter, args: "--reject-with echo-reply"},
-	{rule: tgtFilter, args: "--reject-with e"},
-	{rule: tgtFilter, args: "--reject-with tcp-resetx"},
-	{rule: tgtFilter, args: "--reject-with TCP-RESET"},
-	{rule: tgtFilter, args: "--reject-with tcp-reset"},
+	{rule: ruleAny, args: "--reject-with echo"},
+	{rule: ruleAny, args: "--reject-with echo-reply"},
+	{rule: ruleAny, args: "--reject-with e"},
+	{rule: ruleAny, args: "--reject-with tcp-resetx"},
+	{rule: ruleAny, args: "--reject-with TCP-RESET"},
+	{rule: ruleAny, args: "--reject-with tcp-reset"},
 	{rule: Rule{Table: "filter", Proto: 6, InvProto: true}, args: "--reject-with tcp-reset"},
 	{rule: Rule{Table: "filter", Proto: 17}, args: "--reject-with tcp-reset"},
-	{rule: tgtFilter, args: "--reject-with icmp-port-unreachable --reject-with tcp-reset"},
-	{rule: tgtTCP, args: "! --reject-with tcp-reset"},
+	{rule: ruleAny, args: "--reject-with icmp-port-unreachable --reject-with tcp-reset"},
+	{rule: ruleTCP, args: "! --reject-with tcp-reset"},
 	{rule: Rule{Table: "mangle", Chain: "INPUT"}, args: ""},
 	{rule: Rule{Table: "raw", Chain: "PREROUTING"}, args: ""},
 	{rule: Rule{Table: "nat", Chain: "nfoo"}, args: ""},
 }
 
-func TestREJECTSaveList(t *testing.T) { tgtRunCases(t, "REJECT", rejectCases) }
+func TestREJECTSaveList(t *testing.T) { runTargetCases(t, "REJECT", rejectCases) }
 
 func TestREJECTRegistration(t *testing.T) {
 	ext, ok := LookupTarget("REJECT")
@@ -74,11 +69,11 @@ func TestREJECTApply(t *testing.T) {
 		args []string
 		want RejectType
 	}{
-		{tgtFilter, nil, RejectPortUnreachable},
-		{tgtTCP, []string{"--reject-with", "tcp-reset"}, RejectTCPReset},
-		{tgtFilter, []string{"--reject-with", "icmp-admin-prohibited"}, RejectAdminProhibited},
+		{ruleAny, nil, RejectPortUnreachable},
+		{ruleTCP, []string{"--reject-with", "tcp-reset"}, RejectTCPReset},
+		{ruleAny, []string{"--reject-with", "icmp-admin-prohibited"}, RejectAdminProhibited},
 	} {
-		tg, err := tgtBuild("REJECT", tc.rule, tc.args...)
+		tg, err := buildTarget("REJECT", tc.rule, tc.args...)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -71,6 +71,8 @@ var tcpErr = []errVector{
 		dev: "nf_tables accepts ! -p tcp -m tcp (legacy and the kernel refuse it)"},
 	{proto: "tcp", opts: "--tcp-flags SYN,FOO SYN", err: `unknown TCP flag "FOO"`},
 	{proto: "tcp", opts: "--tcp-flags SYN,ACK,CWR SYN", err: `unknown TCP flag "CWR"`},
+	// Flag names fold ASCII case only (strcasecmp): "ſ" is not "s".
+	{proto: "tcp", opts: "--tcp-flags ſYN SYN", err: `unknown TCP flag "ſYN"`},
 	{proto: "tcp", opts: "--tcp-flags SYN !ACK", err: "requires two args"},
 	{proto: "tcp", opts: "--tcp-flags SYN -ACK", err: "requires two args"},
 	{proto: "tcp", opts: "--syn --tcp-flags SYN SYN", err: "only one of --syn or --tcp-flags"},
@@ -262,54 +264,5 @@ func TestTCPMatchDoesNotAllocate(t *testing.T) {
 	c := ctxFor(tcpPkt(40000, 22, packet.TCPSyn, 8, 10, 0, 0, 0, 0, 0, 0, 0, 0).view())
 	if n := testing.AllocsPerRun(100, func() { m.Match(c) }); n != 0 {
 		t.Fatalf("Match allocates %v times", n)
-	}
-}
-
-func TestStrtoul(t *testing.T) {
-	cases := []struct {
-		in   string
-		base int
-		v    uint64
-		rest string
-		ok   bool
-	}{
-		{"80", 0, 80, "", true},
-		{"0x50", 0, 80, "", true},
-		{"0X1f/3", 0, 31, "/3", true},
-		{"010", 0, 8, "", true},
-		{"08", 0, 0, "8", true}, // octal stops at 8
-		{"0x", 0, 0, "x", true}, // no hex digit: just the 0
-		{"0", 0, 0, "", true},
-		{" \t+7:", 0, 7, ":", true},
-		{"010", 10, 10, "", true},
-		{"0x50", 10, 0, "x50", true},
-		{"18446744073709551615", 0, 1<<64 - 1, "", true},
-		{"18446744073709551616", 0, 0, "", false},
-		{"", 0, 0, "", false},
-		{" ", 0, 0, "", false},
-		{"-1", 0, 0, "", false},
-		{" -1", 0, 0, "", false},
-		{"+", 0, 0, "", false},
-		{"x1", 0, 0, "", false},
-	}
-	for _, tc := range cases {
-		v, rest, ok := strtoul(tc.in, tc.base)
-		if ok != tc.ok || ok && (v != tc.v || rest != tc.rest) {
-			t.Errorf("strtoul(%q, %d) = %d, %q, %v; want %d, %q, %v", tc.in, tc.base, v, rest, ok, tc.v, tc.rest, tc.ok)
-		}
-	}
-}
-
-func TestServiceByPortIsTheOfficialName(t *testing.T) {
-	// getservbyport returns the entry's first name, not an alias:
-	// "smtp 25/tcp mail" lists as smtp.
-	if _, ok := lookupService("mail", "tcp"); !ok {
-		t.Skip("/etc/services lacks the smtp/mail entry")
-	}
-	if n, ok := serviceByPort(25, "tcp"); !ok || n != "smtp" {
-		t.Fatalf("serviceByPort(25, tcp) = %q, %v", n, ok)
-	}
-	if _, ok := serviceByPort(80, "udp"); ok {
-		t.Fatal("http is tcp-only in /etc/services; udp 80 must have no name")
 	}
 }

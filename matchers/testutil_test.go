@@ -1,19 +1,30 @@
 package matchers
 
 import (
+	"bytes"
+	"cmp"
+	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
 	"os/exec"
+	"slices"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
+	"github.com/qtables/qtables/internal/kerneltest"
 	"github.com/qtables/qtables/packet"
 )
 
-// Test helpers shared by the match tests: a small option applier standing
-// in for the engine's rule parser, and hand-built packets.
+// Test helpers shared by the match and target tests: an option applier
+// standing in for the engine's rule parser, hand-built packets, runners for
+// the tables of options with what iptables prints for them, and the live
+// comparison of those tables with the installed iptables.
 
 // splitArgs splits an option string at spaces; double quotes group words
 // (no escapes), enough for the vectors in these tests.
@@ -43,61 +54,94 @@ func splitArgs(s string) []string {
 	return out
 }
 
-// buildMatch parses the options of match name from args (as on an iptables
-// command line after "-m name") and builds them for rule r.
-func buildMatch(name string, r Rule, args []string) (Match, error) {
-	ext, ok := LookupMatch(name)
-	if !ok {
-		return nil, fmt.Errorf("no match %q", name)
-	}
-	mb := ext.New()
+// parseOptions feeds option words to parse as the engine's rule parser
+// does: "!" inverts the next option and is refused (with ErrInvert) before
+// an option that takes none, and each option takes Option.Args words.
+func parseOptions(opts []Option, argv []string, parse func(name string, args []string, invert bool) error) error {
 	inv := false
-	for i := 0; i < len(args); i++ {
-		a := args[i]
+	for i := 0; i < len(argv); i++ {
+		a := argv[i]
 		if a == "!" {
 			inv = true
 			continue
 		}
 		if !strings.HasPrefix(a, "--") {
-			return nil, fmt.Errorf("bad argument %q", a)
+			return fmt.Errorf("bad argument %q", a)
 		}
-		o, ok := FindOption(ext.Options, a[2:])
+		o, ok := FindOption(opts, a[2:])
 		if !ok {
-			return nil, fmt.Errorf("unknown option %q", a)
+			return fmt.Errorf("unknown option %q", a)
 		}
 		if inv && !o.Invert {
-			return nil, fmt.Errorf("--%s %w", o.Name, ErrInvert)
+			return fmt.Errorf("--%s %w", o.Name, ErrInvert)
 		}
-		if i+o.Args > len(args)-1 {
-			return nil, fmt.Errorf("--%s needs %d args", o.Name, o.Args)
+		if i+o.Args > len(argv)-1 {
+			return fmt.Errorf("--%s needs %d args", o.Name, o.Args)
 		}
-		if err := mb.Parse(o.Name, args[i+1:i+1+o.Args], inv); err != nil {
-			return nil, err
+		if err := parse(o.Name, argv[i+1:i+1+o.Args], inv); err != nil {
+			return err
 		}
 		i += o.Args
 		inv = false
 	}
+	return nil
+}
+
+// buildMatch parses the options of match name from args (as on an iptables
+// command line after "-m name") and builds them for rule r.
+func buildMatch(name string, r Rule, args ...string) (Match, error) {
+	ext, ok := LookupMatch(name)
+	if !ok {
+		return nil, fmt.Errorf("no match %q", name)
+	}
+	mb := ext.New()
+	if err := parseOptions(ext.Options, args, mb.Parse); err != nil {
+		return nil, err
+	}
 	return mb.Build(&r)
+}
+
+// buildTarget is buildMatch for target name (the words after "-j name"),
+// applying the registration's table restriction as the engine does.
+func buildTarget(name string, r Rule, args ...string) (Target, error) {
+	ext, ok := LookupTarget(name)
+	if !ok {
+		return nil, fmt.Errorf("no target %s", name)
+	}
+	if r.Table != "" && ext.Tables != nil && !slices.Contains(ext.Tables, r.Table) {
+		return nil, fmt.Errorf("%s: not valid in table %s", name, r.Table)
+	}
+	tb := ext.New()
+	if err := parseOptions(ext.Options, args, tb.Parse); err != nil {
+		return nil, err
+	}
+	return tb.Build(&r)
 }
 
 func mustBuild(t testing.TB, name string, r Rule, opts string) Match {
 	t.Helper()
-	m, err := buildMatch(name, r, splitArgs(opts))
+	m, err := buildMatch(name, r, splitArgs(opts)...)
 	if err != nil {
 		t.Fatalf("-m %s %s: %v", name, opts, err)
 	}
 	return m
 }
 
-func saveOf(m Match) string {
+// printer is what matches and targets have in common: their output.
+type printer interface {
+	Save(b *strings.Builder)
+	List(b *strings.Builder, numeric bool)
+}
+
+func saveOf(p printer) string {
 	var b strings.Builder
-	m.Save(&b)
+	p.Save(&b)
 	return b.String()
 }
 
-func listOf(m Match, numeric bool) string {
+func listOf(p printer, numeric bool) string {
 	var b strings.Builder
-	m.List(&b, numeric)
+	p.List(&b, numeric)
 	return b.String()
 }
 
@@ -205,7 +249,7 @@ type fmtVector struct {
 	opts  string // options after "-m NAME"
 	save  string // Save output
 	listN string // List output with numeric
-	list  string // List output without numeric
+	list  string // List output without numeric; "" = same as listN
 	// legacy: compare with iptables-legacy, because the nf_tables backend
 	// rewrites this rule (e.g. drops an inverted full port range).
 	legacy bool
@@ -235,14 +279,27 @@ var ruleByProto = map[string]Rule{
 	"gre":     {Proto: 47},
 }
 
+func ruleFor(t *testing.T, proto string) Rule {
+	t.Helper()
+	r, ok := ruleByProto[proto]
+	if !ok {
+		t.Fatalf("no rule for proto %q", proto)
+	}
+	return r
+}
+
+// runFmtVectors checks Save and List of each vector, then the vectors
+// themselves against the installed iptables (checkLive).
 func runFmtVectors(t *testing.T, name string, vs []fmtVector) {
 	t.Helper()
+	var live []liveRule
 	for _, v := range vs {
-		r, ok := ruleByProto[v.proto]
-		if !ok {
-			t.Fatalf("no rule for proto %q", v.proto)
+		args := splitArgs(v.opts)
+		if v.dev == "" {
+			live = append(live, liveRule{legacy: v.legacy, proto: v.proto, ext: append([]string{"-m", name}, args...),
+				save: " -m " + name + v.save, listN: v.listN, list: v.list})
 		}
-		m, err := buildMatch(name, r, splitArgs(v.opts))
+		m, err := buildMatch(name, ruleFor(t, v.proto), args...)
 		if err != nil {
 			t.Errorf("-p %s -m %s %s: %v", v.proto, name, v.opts, err)
 			continue
@@ -253,25 +310,24 @@ func runFmtVectors(t *testing.T, name string, vs []fmtVector) {
 		if got := listOf(m, true); got != v.listN {
 			t.Errorf("-m %s %s: List(-n) = %q, want %q", name, v.opts, got, v.listN)
 		}
-		want := v.list
-		if want == "" {
-			want = v.listN
-		}
-		if got := listOf(m, false); got != want {
+		if got, want := listOf(m, false), cmp.Or(v.list, v.listN); got != want {
 			t.Errorf("-m %s %s: List = %q, want %q", name, v.opts, got, want)
 		}
 	}
-	checkLive(t, name, vs, nil)
+	checkLive(t, live)
 }
 
+// runErrVectors checks that each vector is refused with its error, then
+// that the installed iptables refuses it too (checkLive).
 func runErrVectors(t *testing.T, name string, vs []errVector) {
 	t.Helper()
+	var live []liveRule
 	for _, v := range vs {
-		r, ok := ruleByProto[v.proto]
-		if !ok {
-			t.Fatalf("no rule for proto %q", v.proto)
+		args := splitArgs(v.opts)
+		if v.dev == "" {
+			live = append(live, liveRule{proto: v.proto, ext: append([]string{"-m", name}, args...), refused: true})
 		}
-		_, err := buildMatch(name, r, splitArgs(v.opts))
+		_, err := buildMatch(name, ruleFor(t, v.proto), args...)
 		if err == nil {
 			t.Errorf("-p %s -m %s %s: accepted, want error %q", v.proto, name, v.opts, v.err)
 			continue
@@ -280,93 +336,259 @@ func runErrVectors(t *testing.T, name string, vs []errVector) {
 			t.Errorf("-p %s -m %s %s: error %q, want it to contain %q", v.proto, name, v.opts, err, v.err)
 		}
 	}
-	checkLive(t, name, nil, vs)
+	checkLive(t, live)
 }
 
-// checkLive compares the vectors with the installed iptables when
-// QTABLES_LIVE_IPTABLES=1 (root needed). It loads each rule into INPUT of a
-// network namespace it creates and deletes; nothing runs in the caller's
-// namespace.
-func checkLive(t *testing.T, name string, fv []fmtVector, ev []errVector) {
+// targetCase is one input of a target with what the installed iptables
+// 1.8.9 (nf_tables) prints for it: iptables-save's text after "-j NAME",
+// and `iptables -L -n` / `iptables -L` text after the destination column.
+// An empty listN means the input must be refused.
+type targetCase struct {
+	rule  Rule
+	args  string
+	argv  []string // the option words, when args cannot carry them
+	save  string
+	listN string
+	list  string // "" = same as listN
+}
+
+func (tc targetCase) words() []string {
+	if tc.argv != nil {
+		return tc.argv
+	}
+	return splitArgs(tc.args)
+}
+
+// runTargetCases checks Save and List of each case (or its refusal), then
+// the cases themselves against the installed iptables (checkLive).
+func runTargetCases(t *testing.T, name string, cases []targetCase) {
 	t.Helper()
-	if os.Getenv("QTABLES_LIVE_IPTABLES") != "1" {
+	var live []liveRule
+	for _, tc := range cases {
+		lr := liveRule{table: tc.rule.Table, chain: tc.rule.Chain, ext: append([]string{"-j", name}, tc.words()...),
+			refused: tc.listN == "", save: " -j " + name + tc.save, listN: tc.listN, list: tc.list}
+		if tc.rule.Proto != 0 {
+			lr.proto = map[uint8]string{packet.ProtoTCP: "tcp", packet.ProtoUDP: "udp"}[tc.rule.Proto]
+			if tc.rule.InvProto {
+				lr.proto = "!" + lr.proto
+			}
+		}
+		live = append(live, lr)
+		t.Run(tc.args, func(t *testing.T) {
+			tg, err := buildTarget(name, tc.rule, tc.words()...)
+			if tc.listN == "" {
+				if err == nil {
+					t.Fatalf("-j %s %s: accepted, iptables refuses it", name, tc.args)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("-j %s %s: %v", name, tc.args, err)
+			}
+			if save := saveOf(tg); save != tc.save {
+				t.Errorf("Save = %q, iptables-save prints %q", save, tc.save)
+			}
+			if listN := listOf(tg, true); listN != tc.listN {
+				t.Errorf("List(-n) = %q, iptables -L -n prints %q", listN, tc.listN)
+			}
+			if list, want := listOf(tg, false), cmp.Or(tc.list, tc.listN); list != want {
+				t.Errorf("List = %q, iptables -L prints %q", list, want)
+			}
+		})
+	}
+	checkLive(t, live)
+}
+
+// ---- live comparison with the installed iptables ----
+
+// liveRule is one rule for the installed iptables and what it must print.
+type liveRule struct {
+	// legacy loads the rule with iptables-legacy, for rules the nf_tables
+	// backend rewrites.
+	legacy       bool
+	table, chain string   // "" = filter, INPUT
+	proto        string   // -p value, "!tcp" for an inverted one, "" for none
+	ext          []string // the extension's words: "-m", "tcp", "--dport", "22"
+	refused      bool     // iptables must refuse the rule
+	save         string   // iptables-save's text after "-A CHAIN [! -p P]"
+	listN, list  string   // -L -n and -L text after the destination column
+}
+
+// checkLive loads each rule into the installed iptables in a network
+// namespace of its own and compares what iptables-save and iptables -L
+// [-n] print with the rule's expectations, or checks that iptables refuses
+// it. It runs as the subtest "iptables", which is skipped (failed under CI)
+// where the kernel test cannot run.
+func checkLive(t *testing.T, rules []liveRule) {
+	t.Helper()
+	if len(rules) == 0 {
 		return
 	}
-	if os.Geteuid() != 0 {
-		t.Skip("live iptables check needs root")
-	}
-	ns := fmt.Sprintf("qt-matchers-%d-%s", os.Getpid(), name)
-	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns add: %v: %s", err, out)
-	}
-	defer exec.Command("ip", "netns", "del", ns).Run()
-	run := func(bin string, args ...string) (string, error) {
-		out, err := exec.Command("ip", append([]string{"netns", "exec", ns, bin}, args...)...).CombinedOutput()
-		return string(out), err
-	}
-	ruleArgs := func(proto, opts string) []string {
-		a := []string{"-A", "INPUT"}
-		if strings.HasPrefix(proto, "!") {
-			a = append(a, "!", "-p", proto[1:])
-		} else if proto != "" {
-			a = append(a, "-p", proto)
+	t.Run("iptables", func(t *testing.T) {
+		tools := []string{"ip", "iptables", "iptables-save"}
+		if slices.ContainsFunc(rules, func(r liveRule) bool { return r.legacy }) {
+			tools = append(tools, "iptables-legacy", "iptables-legacy-save")
 		}
-		return append(append(a, "-m", name), splitArgs(opts)...)
+		kerneltest.Require(t, tools...)
+		ns := newLiveNS(t)
+		for _, r := range rules {
+			ns.check(t, r)
+		}
+	})
+}
+
+// liveNSPrefix starts the name of every namespace these tests create; the
+// test binary's PID follows, so that stale namespaces of a killed run can
+// be told from those of a running one.
+const liveNSPrefix = "qt-matchers-"
+
+// liveNS is a network namespace for comparisons with the installed
+// iptables. Nothing is ever run in the test's own namespace.
+type liveNS struct{ name string }
+
+// newLiveNS creates a namespace for t, named after the PID and the test,
+// and deletes it when t ends, however it ends (cleanups also run after a
+// failure or a panic in the test). A namespace left by an earlier run that
+// was killed is deleted first.
+func newLiveNS(t *testing.T) *liveNS {
+	t.Helper()
+	removeStaleNS()
+	name := liveNSPrefix + strconv.Itoa(os.Getpid()) + "-" + strings.NewReplacer("/", "-", " ", "_").Replace(t.Name())
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add %s: %v: %s", name, err, out)
 	}
-	for _, v := range fv {
-		if v.dev != "" {
+	t.Cleanup(func() {
+		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
+			t.Errorf("ip netns del %s: %v: %s", name, err, out)
+		}
+	})
+	return &liveNS{name}
+}
+
+// removeStaleNS deletes the namespaces of test binaries that are gone.
+func removeStaleNS() {
+	entries, _ := os.ReadDir("/run/netns")
+	for _, e := range entries {
+		rest, ok := strings.CutPrefix(e.Name(), liveNSPrefix)
+		if !ok {
 			continue
 		}
-		bin := "iptables"
-		if v.legacy {
-			bin = "iptables-legacy"
-		}
-		run(bin, "-F", "INPUT")
-		if out, err := run(bin, ruleArgs(v.proto, v.opts)...); err != nil {
-			t.Errorf("live %s -m %s %s: refused: %s", bin, name, v.opts, out)
+		pidS, _, _ := strings.Cut(rest, "-")
+		pid, err := strconv.Atoi(pidS)
+		if err != nil || pid == os.Getpid() || !errors.Is(syscall.Kill(pid, 0), syscall.ESRCH) {
 			continue
 		}
-		save, _ := run(bin+"-save", "-t", "filter")
-		got := ""
-		for _, l := range strings.Split(save, "\n") {
-			if strings.HasPrefix(l, "-A INPUT") {
-				if _, after, ok := strings.Cut(l, " -m "+name); ok {
-					got = after
-				}
-			}
+		exec.Command("ip", "netns", "del", e.Name()).Run()
+	}
+}
+
+// run runs bin with args in the namespace and returns its standard output;
+// the error carries its standard error (where iptables also prints
+// warnings, which must not mix with the listing).
+func (ns *liveNS) run(bin string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", ns.name, bin}, args...)...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return string(out), fmt.Errorf("%v: %s", err, strings.TrimSpace(stderr.String()))
+	}
+	return string(out), nil
+}
+
+var builtinChains = []string{"PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"}
+
+// check loads r alone into its chain and compares.
+func (ns *liveNS) check(t *testing.T, r liveRule) {
+	t.Helper()
+	bin, table, chain := "iptables", cmp.Or(r.table, "filter"), cmp.Or(r.chain, "INPUT")
+	if r.legacy {
+		bin = "iptables-legacy"
+	}
+	if !slices.Contains(builtinChains, chain) {
+		ns.run(bin, "-t", table, "-N", chain) // fails when it exists: fine
+	}
+	if _, err := ns.run(bin, "-t", table, "-F", chain); err != nil {
+		t.Fatalf("%s -t %s -F %s: %v", bin, table, chain, err)
+	}
+	args, line := []string{"-t", table, "-A", chain}, "-A "+chain
+	if p, inv := strings.CutPrefix(r.proto, "!"); p != "" {
+		if inv {
+			args, line = append(args, "!"), line+" !"
 		}
-		if got != v.save {
-			t.Errorf("live %s -m %s %s: iptables-save prints %q, vector says %q", bin, name, v.opts, got, v.save)
+		args, line = append(args, "-p", p), line+" -p "+p
+	}
+	args = append(args, r.ext...)
+	desc := bin + " " + strings.Join(args, " ")
+	_, err := ns.run(bin, args...)
+	if r.refused {
+		if err == nil {
+			t.Errorf("%s: the installed iptables accepts it, the test expects a refusal", desc)
 		}
-		for _, numeric := range []bool{true, false} {
-			args, anyAddr, want := []string{"-L", "INPUT"}, "anywhere", v.list
-			if numeric || want == "" {
-				want = v.listN
-			}
-			if numeric {
-				args, anyAddr = append(args, "-n"), "0.0.0.0/0"
-			}
-			out, _ := run(bin, args...)
-			lines := strings.Split(strings.TrimRight(out, "\n"), "\n")
-			l := lines[len(lines)-1]
-			i := strings.Index(l, anyAddr)
-			j := strings.Index(l[i+len(anyAddr):], anyAddr) + i + len(anyAddr)
-			tail := ""
-			if j+20 < len(l) {
-				tail = l[j+20:]
-			}
-			if tail != want {
-				t.Errorf("live %s -L (numeric %v) -m %s %s: prints %q, vector says %q", bin, numeric, name, v.opts, tail, want)
-			}
+		return
+	}
+	if err != nil {
+		t.Errorf("%s: the installed iptables refuses it: %v", desc, err)
+		return
+	}
+	dump, err := ns.run(bin+"-save", "-t", table)
+	if err != nil {
+		t.Fatalf("%s-save: %v", bin, err)
+	}
+	var got []string
+	for _, l := range strings.Split(dump, "\n") {
+		if l == "-A "+chain || strings.HasPrefix(l, "-A "+chain+" ") {
+			got = append(got, l)
 		}
 	}
-	for _, v := range ev {
-		if v.dev != "" {
-			continue
+	if want := line + r.save; len(got) != 1 || got[0] != want {
+		t.Errorf("%s:\n iptables-save: %q\n  the test says %q", desc, got, want)
+	}
+	for _, numeric := range []bool{true, false} {
+		largs, want := []string{"-t", table, "-L", chain}, cmp.Or(r.list, r.listN)
+		if numeric {
+			largs, want = append(largs, "-n"), r.listN
 		}
-		run("iptables", "-F", "INPUT")
-		if out, err := run("iptables", ruleArgs(v.proto, v.opts)...); err == nil {
-			t.Errorf("live iptables -m %s %s: accepted (%s), vector says refused", name, v.opts, out)
+		out, err := ns.run(bin, largs...)
+		if err != nil {
+			t.Fatalf("%s %s: %v", bin, strings.Join(largs, " "), err)
+		}
+		if tail := listTail(out); tail != want {
+			t.Errorf("%s: %s %s prints %q after the destination, the test says %q", desc, bin, strings.Join(largs, " "), tail, want)
 		}
 	}
+}
+
+// listTail returns what `iptables -L` printed for the last rule of a chain
+// after the destination column: the matches' and the target's text. The
+// columns before it are target (blank without one), prot, opt, source and
+// destination; each is padded, but a longer value (prot "udplite") shifts
+// the rest, so they are found by their words. The destination is printed
+// as "%-19s ".
+func listTail(out string) string {
+	lines := strings.Split(strings.TrimRight(out, "\n"), "\n")
+	if len(lines) < 3 {
+		return "(no rule listed)"
+	}
+	l := lines[len(lines)-1]
+	words := 5 // target prot opt source destination
+	if strings.HasPrefix(l, " ") {
+		words = 4
+	}
+	i, start := 0, 0
+	for ; words > 0; words-- {
+		for i < len(l) && l[i] == ' ' {
+			i++
+		}
+		start = i
+		for i < len(l) && l[i] != ' ' {
+			i++
+		}
+	}
+	if end := start + max(i-start, 19) + 1; end <= len(l) {
+		return l[end:]
+	}
+	return ""
 }

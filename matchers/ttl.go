@@ -63,9 +63,9 @@ func (b *ttlBuilder) Parse(name string, args []string, invert bool) error {
 		}
 		return fmt.Errorf("--%s cannot be used together with --%s", name, b.name)
 	}
-	v, ok := parseXUint(args[0], 0xff)
-	if !ok {
-		return fmt.Errorf("bad value %q for --%s, or out of range (0-255)", args[0], name)
+	v, err := ParseUint(args[0], 0xff)
+	if err != nil {
+		return fmt.Errorf("--%s: %w", name, err)
 	}
 	b.m = ttlMatch{mode: mode, ttl: uint8(v)}
 	b.name = name
