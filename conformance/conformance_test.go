@@ -15,8 +15,7 @@ import (
 const maxReported = 5
 
 // conformanceParams reads QTABLES_CONFORMANCE_N (default 100) and
-// QTABLES_CONFORMANCE_SEED (default: from the clock, so every run explores
-// new cases; the log names the seed to replay).
+// QTABLES_CONFORMANCE_SEED (see seedFromEnv; default 1).
 func conformanceParams(t *testing.T) (n int, seed uint64) {
 	t.Helper()
 	n = 100
@@ -27,15 +26,28 @@ func conformanceParams(t *testing.T) (n int, seed uint64) {
 		}
 		n = v
 	}
-	seed = uint64(time.Now().UnixNano()) % 1_000_000_000
-	if s := os.Getenv("QTABLES_CONFORMANCE_SEED"); s != "" {
-		v, err := strconv.ParseUint(s, 0, 64)
-		if err != nil {
-			t.Fatalf("QTABLES_CONFORMANCE_SEED=%q: %v", s, err)
-		}
-		seed = v
+	return n, seedFromEnv(t, 1)
+}
+
+// seedFromEnv returns QTABLES_CONFORMANCE_SEED: a number, or "random" for
+// a seed taken from the clock (logged, so a failure can be replayed);
+// unset means def, so plain `go test` runs are repeatable.
+func seedFromEnv(t *testing.T, def uint64) uint64 {
+	t.Helper()
+	s := os.Getenv("QTABLES_CONFORMANCE_SEED")
+	switch s {
+	case "":
+		return def
+	case "random":
+		seed := uint64(time.Now().UnixNano()) % 1_000_000_000
+		t.Logf("QTABLES_CONFORMANCE_SEED=random: using seed %d", seed)
+		return seed
 	}
-	return n, seed
+	v, err := strconv.ParseUint(s, 0, 64)
+	if err != nil {
+		t.Fatalf("QTABLES_CONFORMANCE_SEED=%q: want a number or \"random\": %v", s, err)
+	}
+	return v
 }
 
 // buildQtables builds ./cmd/qtables into dir and checks it has the test

@@ -1,8 +1,6 @@
 package conformance
 
 import (
-	"os"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -36,17 +34,10 @@ func TestGenerateDeterministic(t *testing.T) {
 	}
 }
 
-// harnessSeeds returns the seeds of the harness test: QTABLES_CONFORMANCE_SEED
-// (if set) and the following ones.
+// harnessSeeds returns n seeds starting at QTABLES_CONFORMANCE_SEED
+// (default 1000, away from the conformance test's default).
 func harnessSeeds(t *testing.T, n int) []uint64 {
-	start := uint64(1000)
-	if s := os.Getenv("QTABLES_CONFORMANCE_SEED"); s != "" {
-		v, err := strconv.ParseUint(s, 0, 64)
-		if err != nil {
-			t.Fatalf("QTABLES_CONFORMANCE_SEED=%q: %v", s, err)
-		}
-		start = v
-	}
+	start := seedFromEnv(t, 1000)
 	seeds := make([]uint64, n)
 	for i := range seeds {
 		seeds[i] = start + uint64(i)
@@ -54,11 +45,12 @@ func harnessSeeds(t *testing.T, n int) []uint64 {
 	return seeds
 }
 
-// TestHarness checks the harness without qtables: every generated rule set
-// loads into the kernel, and every generated packet reaches FORWARD.
+// TestKernelHarness checks the harness without qtables: every generated
+// rule set loads into the kernel, every generated packet reaches FORWARD,
+// and a case run twice gives the same counters.
 func TestKernelHarness(t *testing.T) {
 	topo := newTopology(t)
-	for _, seed := range harnessSeeds(t, 20) {
+	for i, seed := range harnessSeeds(t, 20) {
 		c := Generate(seed)
 		if err := topo.LoadRules(c.Rules); err != nil {
 			t.Fatalf("seed %d: iptables-restore rejected a generated rule set (generator bug): %v\n%s", seed, err, numbered(c.Rules))
@@ -87,6 +79,22 @@ func TestKernelHarness(t *testing.T) {
 		}
 		if got != uint64(len(frames)) {
 			t.Errorf("seed %d: %d of %d packets reached FORWARD", seed, got, len(frames))
+		}
+		if i < 5 {
+			// The kernel side must be repeatable: same case, same output.
+			first, err := topo.SaveFilter()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := topo.LoadRules(c.Rules); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := topo.Send(frames, 10*time.Second); err != nil {
+				t.Fatal(err)
+			}
+			if again, err := topo.SaveFilter(); err != nil || again != first {
+				t.Errorf("seed %d: a second run gives different counters (%v):\n%s\nthen\n%s", seed, err, first, again)
+			}
 		}
 	}
 }

@@ -162,10 +162,6 @@ func GenerateRules(r *rand.Rand) (string, *Hints) {
 	r.Shuffle(len(names), func(i, j int) { names[i], names[j] = names[j], names[i] })
 	users := names[:nUser]
 
-	type line struct {
-		chain int // -1 = FORWARD
-		text  string
-	}
 	var perChain [][]string
 	// chain index -1 is FORWARD; user chain i may reach users[i+1:].
 	for ci := -1; ci < nUser; ci++ {
