@@ -57,6 +57,6 @@ func newRoot() *cobra.Command {
 		SilenceErrors: true,
 		Version:       engine.Version,
 	}
-	root.AddCommand(newCheckCmd(), newTestCmd(), newSynthCmd())
+	root.AddCommand(newCheckCmd(), newTestCmd(), newSynthCmd(), newBenchCmd(), newClassbenchCmd())
 	return root
 }
