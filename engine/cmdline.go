@@ -68,13 +68,15 @@ type Command struct {
 	Verbose     bool // -v
 	Exact       bool // -x
 	LineNumbers bool // --line-numbers
-	hasRuleNum  bool
-	cmdTok      token // the command option, for errors
-	chainTok    token
-	ruleNumTok  token
-	targetTok   token
-	specTokens  int // how many rule-spec options were given
-	ruleParams  *ruleParams
+	// Zero is set for "-L -Z" and "-S -Z": list, then zero the counters.
+	Zero       bool
+	hasRuleNum bool
+	cmdTok     token // the command option, for errors
+	chainTok   token
+	ruleNumTok token
+	targetTok  token
+	specTokens int // how many rule-spec options were given
+	ruleParams *ruleParams
 }
 
 // coreOpt describes one of iptables' own options.
@@ -170,6 +172,7 @@ type extInstance struct {
 // line comes from a rules file's table block, where -t is not allowed.
 func parseCommand(toks []token, defTable string, inTable bool) (*Command, error) {
 	cmd := &Command{Table: defTable}
+	optToks := map[byte]token{} // first use of each core option, by letter
 	rp := &ruleParams{seen: map[byte]bool{}}
 	cmd.ruleParams = rp
 	var loaded []*extInstance // matches and target in load order
@@ -187,6 +190,15 @@ func parseCommand(toks []token, defTable string, inTable bool) (*Command, error)
 		return token{}, false
 	}
 	setCommand := func(k CommandKind, t token) error {
+		// iptables runs "-L -Z" (and "-S -Z") as list, then zero.
+		switch {
+		case (cmd.Kind == CmdList || cmd.Kind == CmdListRules) && k == CmdZero && !cmd.Zero:
+			cmd.Zero = true
+			return nil
+		case cmd.Kind == CmdZero && (k == CmdList || k == CmdListRules) && !cmd.Zero:
+			cmd.Kind, cmd.cmdTok, cmd.Zero = k, t, true
+			return nil
+		}
 		if cmd.Kind != CmdNone {
 			return errAt(t, "cannot use -%s with -%s", commandLetters[k], commandLetters[cmd.Kind])
 		}
@@ -285,6 +297,9 @@ func parseCommand(toks []token, defTable string, inTable bool) (*Command, error)
 				}
 				return nil
 			}
+		}
+		if _, dup := optToks[o.short]; !dup {
+			optToks[o.short] = t
 		}
 		isSpec := strings.IndexByte("sdpiofjgmc", o.short) >= 0
 		if isSpec {
@@ -541,8 +556,8 @@ func parseCommand(toks []token, defTable string, inTable bool) (*Command, error)
 		}
 		return nil, errAt(toks[0], "no command specified")
 	}
-	if cmd.specTokens > 0 && !cmd.Kind.takesRule() {
-		return nil, errAt(cmd.cmdTok, "illegal option with this command: -%s takes no rule specification", commandLetters[cmd.Kind])
+	if err := checkOptionsAllowed(cmd, optToks); err != nil {
+		return nil, err
 	}
 	if cmd.Kind == CmdDelete && cmd.hasRuleNum && cmd.specTokens > 0 {
 		return nil, errAt(cmd.ruleNumTok, "cannot give both a rule number and a rule specification to -D")
@@ -558,6 +573,35 @@ func parseCommand(toks []token, defTable string, inTable bool) (*Command, error)
 		cmd.Rules = rules
 	}
 	return cmd, nil
+}
+
+// checkOptionsAllowed applies iptables' command/option table
+// (commands_v_options in xshared.c): -n, -x and --line-numbers go only
+// with -L; -c only with -A, -I, -R and -P; the rule specification only with
+// -A, -I, -D, -R and -C; -v with anything.
+func checkOptionsAllowed(cmd *Command, used map[byte]token) error {
+	for _, letter := range []byte("nx0csdpiofjgm") {
+		t, ok := used[letter]
+		if !ok {
+			continue
+		}
+		allowed := false
+		switch letter {
+		case 'n', 'x', '0':
+			allowed = cmd.Kind == CmdList
+		case 'c':
+			switch cmd.Kind {
+			case CmdAppend, CmdInsert, CmdReplace, CmdPolicy:
+				allowed = true
+			}
+		default:
+			allowed = cmd.Kind.takesRule()
+		}
+		if !allowed {
+			return errAt(t, "illegal option %q with this command (-%s)", t.text, commandLetters[cmd.Kind])
+		}
+	}
+	return nil
 }
 
 func findCoreLong(name string, t token) (*coreOpt, error) {
@@ -627,9 +671,6 @@ func (rp *ruleParams) setTarget(isGoto bool, arg token, loaded *[]*extInstance) 
 		return nil
 	case "RETURN":
 		rp.targetKind = TargetReturn
-		return nil
-	case "CONTINUE":
-		rp.targetKind, rp.hasTarget = TargetNone, false
 		return nil
 	}
 	if ext, ok := matchers.LookupTarget(name); ok {
@@ -829,13 +870,15 @@ func parseProto(s string) (uint8, error) {
 }
 
 var etcProtocols struct {
-	once sync.Once
-	m    map[string]uint8
+	once  sync.Once
+	m     map[string]uint8
+	byNum map[uint8]string // first name of each number, in file order
 }
 
 func etcProtocol(name string) (uint8, bool) {
 	etcProtocols.once.Do(func() {
 		etcProtocols.m = map[string]uint8{}
+		etcProtocols.byNum = map[uint8]string{}
 		f, err := os.Open("/etc/protocols")
 		if err != nil {
 			return
@@ -855,8 +898,18 @@ func etcProtocol(name string) (uint8, bool) {
 			for _, n := range append([]string{fs[0]}, fs[2:]...) {
 				etcProtocols.m[strings.ToLower(n)] = uint8(v)
 			}
+			if _, seen := etcProtocols.byNum[uint8(v)]; !seen {
+				etcProtocols.byNum[uint8(v)] = fs[0]
+			}
 		}
 	})
 	p, ok := etcProtocols.m[name]
 	return p, ok
+}
+
+// etcProtocolName is getprotobynumber: the first /etc/protocols name.
+func etcProtocolName(p uint8) (string, bool) {
+	etcProtocol("") // load
+	n, ok := etcProtocols.byNum[p]
+	return n, ok
 }

@@ -51,20 +51,32 @@ func (rs *Ruleset) Apply(cmd *Command) error {
 // by -A/-I/-D/-R/-C and the "Flushing chain", "Deleting chain" and
 // "Zeroing chain" lines of -F, -X and -Z.
 func (rs *Ruleset) Run(w io.Writer, cmd *Command) error {
+	var err error
 	switch cmd.Kind {
 	case CmdList:
-		return rs.List(w, cmd)
+		err = rs.List(w, cmd)
 	case CmdListRules:
-		return rs.ListRules(w, cmd)
-	}
-	if cmd.Verbose {
-		var b strings.Builder
-		rs.writeVerbose(&b, cmd)
-		if _, err := io.WriteString(w, b.String()); err != nil {
-			return err
+		err = rs.ListRules(w, cmd)
+	default:
+		if cmd.Verbose {
+			var b strings.Builder
+			rs.writeVerbose(&b, cmd)
+			if _, err := io.WriteString(w, b.String()); err != nil {
+				return err
+			}
 		}
+		return rs.Apply(cmd)
 	}
-	return rs.Apply(cmd)
+	if err != nil || !cmd.Zero {
+		return err
+	}
+	// "-L -Z": the counters are zeroed after they were listed.
+	z := *cmd
+	z.Kind, z.Zero = CmdZero, false
+	if z.RuleNum > 0 && z.Chain == "" {
+		z.RuleNum = 0
+	}
+	return rs.Apply(&z)
 }
 
 // writeVerbose prints what iptables -v prints before carrying out cmd.
@@ -461,14 +473,6 @@ func clashesWithTarget(name string) bool {
 	}
 	_, ok := matchers.LookupTarget(name)
 	return ok
-}
-
-func isStandardTarget(n string) bool {
-	switch n {
-	case "ACCEPT", "DROP", "QUEUE", "RETURN", "CONTINUE":
-		return true
-	}
-	return false
 }
 
 // find returns the index of the first rule equal to r, or -1. Rules are

@@ -131,7 +131,7 @@ func (t *Table) parseChainLine(line string, at Pos) error {
 		if polTok.text != "-" {
 			return errAt(polTok, "can't set policy %q on user-defined chain %q (policy must be \"-\")", polTok.text, nameTok.text)
 		}
-		if _, ok := matchers.LookupTarget(nameTok.text); ok || isStandardTarget(nameTok.text) {
+		if clashesWithTarget(nameTok.text) {
 			return errAt(nameTok, "chain name %q may not clash with target name", nameTok.text)
 		}
 		if _, err := t.AddChain(nameTok.text); err != nil {

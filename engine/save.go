@@ -124,9 +124,14 @@ func (r *Rule) String() string {
 	return strings.TrimPrefix(b.String(), " ")
 }
 
-// ProtoName is the protocol as iptables-save prints it.
+// ProtoName is the protocol as iptables-save prints it: iptables' own
+// name list first, then the first name /etc/protocols gives the number
+// (iptables 1.8.9 prints "-p 47" as "-p gre"), else the number.
 func ProtoName(p uint8) string {
 	if n, ok := protoNames[p]; ok {
+		return n
+	}
+	if n, ok := etcProtocolName(p); ok {
 		return n
 	}
 	return strconv.Itoa(int(p))

@@ -8,6 +8,7 @@ need=()
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v iptables >/dev/null 2>&1 || need+=(iptables)
 command -v iptables-save >/dev/null 2>&1 || need+=(iptables)
+[ -f /etc/protocols ] && [ -f /etc/services ] || need+=(netbase)
 
 if ! command -v go >/dev/null 2>&1 && [ ! -x /usr/local/go/bin/go ]; then
 	echo "deps: Go is not installed (need Go 1.24 or newer in PATH or /usr/local/go)" >&2

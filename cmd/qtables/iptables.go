@@ -72,7 +72,9 @@ func runIptables(args []string, stdout, stderr io.Writer) int {
 	}
 	switch cmd.Kind {
 	case engine.CmdList, engine.CmdListRules, engine.CmdCheck:
-		return 0
+		if !cmd.Zero {
+			return 0 // nothing changed: leave the file alone
+		}
 	}
 	if err := writeRules(file, rs); err != nil {
 		fmt.Fprintln(stderr, "qtables:", err)
