@@ -104,7 +104,7 @@ func TestParseErrors(t *testing.T) {
 		{"-A INPUT -s", 10, "-s", "requires an argument"},
 		{"-N X -s 1.1.1.1", 6, "-s", "illegal option \"-s\" with this command (-N)"},
 		{"-S -n", 4, "-n", "illegal option"},
-		{"-D INPUT -c 1 2 -j DROP", 11, "-c", "illegal option"},
+		{"-D INPUT -c 1 2 -j DROP", 10, "-c", "illegal option"},
 	}
 	for _, tt := range tests {
 		_, err := parseLine(t, tt.in)
