@@ -742,6 +742,11 @@ func buildRules(cmd *Command, rp *ruleParams) ([]*Rule, error) {
 				if err != nil {
 					return nil, errAt(m.tok, "%s: %v", m.name, err)
 				}
+				if mm == nil {
+					// The extension constrains nothing and, as
+					// iptables-nft does, leaves no trace in the rule.
+					continue
+				}
 				r.Matches = append(r.Matches, MatchInstance{Name: m.name, Match: mm})
 			}
 			r.Target = Target{Kind: rp.targetKind, Name: rp.targetName, Verdict: rp.targetVerdict}

@@ -227,7 +227,10 @@ type Rule struct {
 type MatchBuilder interface {
 	// Parse handles one occurrence of the option called name (Option.Name).
 	Parse(name string, args []string, invert bool) error
-	// Build checks the options as a whole against the rule.
+	// Build checks the options as a whole against the rule. A nil Match
+	// with a nil error means the instance constrains nothing and is left
+	// out of the rule (iptables-nft emits nothing for it and prints
+	// nothing back).
 	Build(r *Rule) (Match, error)
 }
 
