@@ -1,0 +1,239 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"encoding/xml"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/qtables/qtables/engine"
+)
+
+// runBenchCmd runs a qtables command line and returns stdout, stderr and
+// the exit status.
+func runBenchCmd(t *testing.T, args ...string) (string, string, int) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	root := newRoot()
+	root.SetOut(&out)
+	root.SetErr(&errb)
+	root.SetArgs(args)
+	code := 0
+	if err := root.Execute(); err != nil {
+		var ee exitError
+		if errors.As(err, &ee) {
+			code = ee.code
+		} else {
+			errb.WriteString("qtables: " + err.Error() + "\n")
+			code = 1
+		}
+	}
+	return out.String(), errb.String(), code
+}
+
+var benchKeys = []string{"rules", "packets", "pps", "pps_per_core", "ns_per_packet", "ns_p50", "ns_p99", "allocs_per_packet", "workers", "top_rules"}
+
+func assertBenchRecord(t *testing.T, rec map[string]any) {
+	t.Helper()
+	for _, k := range benchKeys {
+		if _, ok := rec[k]; !ok {
+			t.Errorf("key %q missing from %v", k, rec)
+		}
+	}
+	if pps, _ := rec["pps"].(float64); pps <= 0 {
+		t.Errorf("pps %v", rec["pps"])
+	}
+	if p, _ := rec["packets"].(float64); p <= 0 {
+		t.Errorf("packets %v", rec["packets"])
+	}
+	if ns, _ := rec["ns_per_packet"].(float64); ns <= 0 {
+		t.Errorf("ns_per_packet %v", rec["ns_per_packet"])
+	}
+}
+
+func TestBenchJSONGenerated(t *testing.T) {
+	out, errs, code := runBenchCmd(t, "bench", "--gen", "fw,rules=60,chains=3", "--traffic", "packets=800", "--duration", "40ms", "--json", "--top", "3")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	var rec map[string]any
+	if err := json.Unmarshal([]byte(out), &rec); err != nil {
+		t.Fatalf("not one JSON object: %v\n%s", err, out)
+	}
+	assertBenchRecord(t, rec)
+	// 60 filters and 3 jump rules.
+	if rec["rules"] != float64(63) || rec["workers"] != float64(1) || rec["traffic_packets"] != float64(800) {
+		t.Errorf("rules %v workers %v traffic_packets %v", rec["rules"], rec["workers"], rec["traffic_packets"])
+	}
+	fm, _ := rec["first_match"].(map[string]any)
+	if fm == nil || fm["agree"] != float64(800) || fm["packets"] != float64(800) {
+		t.Errorf("first_match %v", rec["first_match"])
+	}
+	if top, _ := rec["top_rules"].([]any); len(top) != 3 {
+		t.Errorf("top_rules %v", rec["top_rules"])
+	}
+	sp, _ := rec["spread"].(map[string]any)
+	if sp == nil || sp["Aimed"].(float64)+sp["MissAimed"].(float64) != 800 {
+		t.Errorf("spread %v", rec["spread"])
+	}
+}
+
+func TestBenchWorkersAndTable(t *testing.T) {
+	out, errs, code := runBenchCmd(t, "bench", "--gen", "acl,rules=30", "--traffic", "packets=300", "--duration", "30ms", "--workers", "3")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	for _, want := range []string{"30 rules reachable from filter FORWARD", "first match: 300/300 packets agree", "workers", "allocs/pkt", "speedup", "rules compared per packet"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("no %q in\n%s", want, out)
+		}
+	}
+	// Worker counts 1, 2, 3: one line each.
+	for _, w := range []string{"\n1 ", "\n2 ", "\n3 "} {
+		if !strings.Contains(out, w) {
+			t.Errorf("no row for workers %q in\n%s", w, out)
+		}
+	}
+	out, _, code = runBenchCmd(t, "bench", "--gen", "acl,rules=30", "--traffic", "packets=300", "--duration", "20ms", "--workers", "2", "--json")
+	var recs []map[string]any
+	if code != 0 || json.Unmarshal([]byte(out), &recs) != nil || len(recs) != 2 {
+		t.Fatalf("exit %d, want a JSON array of 2:\n%s", code, out)
+	}
+	for i, r := range recs {
+		assertBenchRecord(t, r)
+		if r["workers"] != float64(i+1) {
+			t.Errorf("record %d workers %v", i, r["workers"])
+		}
+	}
+}
+
+func TestBenchSweepAndPlot(t *testing.T) {
+	dir := t.TempDir()
+	plot := filepath.Join(dir, "sweep.svg")
+	out, errs, code := runBenchCmd(t, "bench", "--gen", "ipc", "--traffic", "packets=400", "--sweep", "rules=100,10,1000", "--duration", "20ms", "--json", "--plot", plot)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	var recs []map[string]any
+	if err := json.Unmarshal([]byte(out), &recs); err != nil {
+		t.Fatalf("not a JSON array: %v\n%s", err, out)
+	}
+	if len(recs) != 3 {
+		t.Fatalf("%d records", len(recs))
+	}
+	for i, want := range []float64{10, 100, 1000} {
+		assertBenchRecord(t, recs[i])
+		if recs[i]["rules"] != want {
+			t.Errorf("record %d has %v rules, want %v (sizes sorted)", i, recs[i]["rules"], want)
+		}
+	}
+	svg, err := os.ReadFile(plot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := xml.Unmarshal(svg, new(struct{})); err != nil || !bytes.Contains(svg, []byte("<polyline")) {
+		t.Errorf("plot is not an SVG line plot: %v", err)
+	}
+}
+
+const tinyClassBench = "@10.0.0.0/8\t0.0.0.0/0\t0 : 65535\t22 : 22\t0x06/0xFF\t0x0000/0x0000\t\n" +
+	"@0.0.0.0/0\t192.0.2.0/24\t1024 : 65535\t53 : 53\t0x00/0x00\t0x0000/0x0000\t\n" +
+	"@0.0.0.0/0\t0.0.0.0/0\t0 : 65535\t1 : 2\t0x2f/0xFF\t0x0000/0x0000\t\n" +
+	"@172.16.0.0/12\t0.0.0.0/0\t0 : 65535\t0 : 65535\t0x01/0xFF\t0x1000/0x1000\t\n"
+
+func TestClassbench2iptables(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "cb")
+	if err := os.WriteFile(path, []byte(tinyClassBench), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, errs, code := runBenchCmd(t, "classbench2iptables", "--actions", "alternate", path)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	// Written by hand from the conversion rules; the rule lines are in the
+	// form iptables-save 1.8.9 prints (-p by name for tcp/udp/icmp, -m
+	// before its options, single ports without a range).
+	want := "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n" +
+		"-A FORWARD -s 10.0.0.0/8 -p tcp -m tcp --dport 22 -j ACCEPT\n" +
+		"-A FORWARD -d 192.0.2.0/24 -p tcp -m tcp --sport 1024:65535 --dport 53 -j DROP\n" +
+		"-A FORWARD -d 192.0.2.0/24 -p udp -m udp --sport 1024:65535 --dport 53 -j DROP\n" +
+		"-A FORWARD -s 172.16.0.0/12 -p icmp -j DROP\n" +
+		"COMMIT\n"
+	body := out[strings.Index(out, "*filter"):]
+	if body != want {
+		t.Errorf("got\n%s\nwant\n%s", body, want)
+	}
+	if !strings.HasPrefix(out, "# ClassBench ") || !strings.Contains(errs, "1 filters left out") {
+		t.Errorf("header %q, stderr %q", out[:strings.Index(out, "\n")], errs)
+	}
+	if _, err := engine.Parse("out", strings.NewReader(out)); err != nil {
+		t.Errorf("output does not load: %v", err)
+	}
+	// bench --classbench measures the same set and checks first match.
+	out, errs, code = runBenchCmd(t, "bench", "--classbench", path, "--duration", "20ms", "--json")
+	if code != 0 {
+		t.Fatalf("bench exit %d: %s", code, errs)
+	}
+	var rec map[string]any
+	if err := json.Unmarshal([]byte(out), &rec); err != nil {
+		t.Fatal(err)
+	}
+	assertBenchRecord(t, rec)
+	if fm, _ := rec["first_match"].(map[string]any); fm == nil || fm["agree"] != fm["packets"] {
+		t.Errorf("first_match %v", rec["first_match"])
+	}
+}
+
+func TestBenchPcapAndSave(t *testing.T) {
+	dir := t.TempDir()
+	rules, pcap := filepath.Join(dir, "rules"), filepath.Join(dir, "t.pcap")
+	// Save a generated set and its traffic, then measure them as files.
+	_, errs, code := runBenchCmd(t, "bench", "--gen", "acl,rules=20", "--traffic", "packets=200", "--duration", "10ms", "--save-rules", rules, "--save-pcap", pcap)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	out, errs, code := runBenchCmd(t, "bench", "--rules", rules, "--pcap", pcap, "--duration", "20ms", "--json")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	var rec map[string]any
+	if err := json.Unmarshal([]byte(out), &rec); err != nil {
+		t.Fatal(err)
+	}
+	assertBenchRecord(t, rec)
+	if rec["rules"] != float64(20) || rec["traffic_packets"] != float64(200) || rec["first_match"] != nil {
+		t.Errorf("rules %v traffic_packets %v first_match %v", rec["rules"], rec["traffic_packets"], rec["first_match"])
+	}
+	// --rules with generated traffic and a sweep that cuts the set.
+	out, errs, code = runBenchCmd(t, "bench", "--rules", rules, "--sweep", "rules=5,50", "--duration", "10ms", "--traffic", "packets=100")
+	if code != 0 || !strings.Contains(out, "\n       5        1 ") || !strings.Contains(errs, "skipping size 50") {
+		t.Errorf("exit %d\n%s\n%s", code, out, errs)
+	}
+	// --synth traffic.
+	if _, errs, code := runBenchCmd(t, "bench", "--gen", "acl,rules=10", "--synth", "flows=5", "--duration", "10ms"); code != 0 {
+		t.Errorf("--synth: exit %d: %s", code, errs)
+	}
+}
+
+func TestBenchUsageErrors(t *testing.T) {
+	for _, args := range [][]string{
+		{"bench", "--gen", "acl", "--classbench", "x"},
+		{"bench", "--pcap", "a", "--synth", "b"},
+		{"bench", "--workers", "0"},
+		{"bench", "--plot", "x.svg"},
+		{"bench", "--sweep", "size=10"},
+		{"bench", "--sweep", "rules=0"},
+		{"bench", "--gen", "tree"},
+		{"bench", "--traffic", "miss=3"},
+		{"bench", "--actions", "reject"},
+		{"bench", "--sweep", "rules=10", "--save-rules", "x"},
+	} {
+		if _, errs, code := runBenchCmd(t, args...); code != 2 || !strings.Contains(errs, "qtables bench:") {
+			t.Errorf("%v: exit %d, stderr %q; want 2 and a message", args, code, errs)
+		}
+	}
+}
