@@ -19,3 +19,36 @@ $Q synth --out "$OUT/traffic.pcap"
 step "Run every packet through FORWARD, as arriving on eth0 and leaving on eth1" \
   "qtables test --rules $RULES --chain FORWARD --in-interface eth0 --out-interface eth1 --counters $OUT/traffic.pcap"
 $Q test --rules "$RULES" --chain FORWARD --in-interface eth0 --out-interface eth1 --counters "$OUT/traffic.pcap"
+
+step "The first packets' verdicts as JSON lines" \
+  "qtables test ... --verdicts $OUT/traffic.pcap | head -n 3"
+{ $Q test --rules "$RULES" --chain FORWARD --in-interface eth0 --out-interface eth1 --verdicts --quiet "$OUT/traffic.pcap" || true; } | head -n 3
+
+step "Why did frame 1 get its verdict? Every rule it traversed" \
+  "qtables test ... --trace 1 $OUT/traffic.pcap"
+$Q test --rules "$RULES" --chain FORWARD --in-interface eth0 --out-interface eth1 --trace 1 --quiet "$OUT/traffic.pcap"
+
+step "Check the firewall's expected behaviour, as a CI job would (JUnit XML too)" \
+  "qtables test ... --expect testdata/demo/expect.txt --junit $OUT/junit.xml $OUT/traffic.pcap"
+$Q test --rules "$RULES" --chain FORWARD --in-interface eth0 --out-interface eth1 \
+  --expect testdata/demo/expect.txt --junit "$OUT/junit.xml" "$OUT/traffic.pcap"
+
+step "Split the capture by verdict" \
+  "qtables test ... --write-accepted $OUT/accepted.pcap --write-dropped $OUT/dropped.pcap"
+$Q test --rules "$RULES" --chain FORWARD --in-interface eth0 --out-interface eth1 \
+  --write-accepted "$OUT/accepted.pcap" --write-dropped "$OUT/dropped.pcap" "$OUT/traffic.pcap"
+
+step "Edit a rules file with iptables' own command line" \
+  "qtables --file $OUT/edit.v4 -A INPUT -p tcp --dport 22 -j ACCEPT; ... -L -n -v --line-numbers"
+cp "$RULES" "$OUT/edit.v4"
+$Q --file "$OUT/edit.v4" -A INPUT -p tcp --dport 22 -j ACCEPT
+$Q --file "$OUT/edit.v4" -I INPUT 1 -i lo -j ACCEPT
+$Q --file "$OUT/edit.v4" -t mangle -A PREROUTING -p tcp --dport 80 -j MARK --set-mark 0x1
+$Q --file "$OUT/edit.v4" -L INPUT -n -v --line-numbers
+$Q --file "$OUT/edit.v4" -t mangle -S
+if $Q --file "$OUT/edit.v4" -X SERVICES; then
+  echo "unexpected: deleting a referenced chain succeeded" >&2; exit 1
+fi
+echo "(as in iptables, a chain that is still referenced cannot be deleted; the file is unchanged)"
+
+printf '\nDemo outputs are in %s/\n' "$OUT"
