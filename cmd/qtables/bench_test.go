@@ -35,7 +35,7 @@ func runBenchCmd(t *testing.T, args ...string) (string, string, int) {
 	return out.String(), errb.String(), code
 }
 
-var benchKeys = []string{"rules", "packets", "pps", "pps_per_core", "ns_per_packet", "ns_p50", "ns_p99", "allocs_per_packet", "workers", "top_rules"}
+var benchKeys = []string{"rules", "packets", "pps", "pps_per_core", "ns_per_packet", "cpu_ns_per_packet", "cpu_share", "ns_p50", "ns_p99", "allocs_per_packet", "workers", "top_rules"}
 
 func assertBenchRecord(t *testing.T, rec map[string]any) {
 	t.Helper()
