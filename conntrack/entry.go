@@ -159,21 +159,27 @@ type Entry struct {
 	expires int64
 	packets [2]uint64
 	bytes   [2]uint64
+	labels  Labels
 
 	orig, reply Tuple
 
+	// status also carries statusInUse, the slab's allocation bit.
 	status Status
 	mark   uint32
 	l7     L7
-	labels Labels
 
 	tcp tcpConn
 
 	// Slab bookkeeping, meaningless in copies.
-	gen   uint32 // bumped on every free, so stale Refs fail
-	next  uint32 // free-list link (index+1), 0 = end
-	inUse bool
+	gen  uint32 // bumped on every free, so stale Refs fail
+	next uint32 // free-list link (index+1), 0 = end
 }
+
+// statusInUse marks an allocated slab entry. It is not a kernel bit and
+// Status never reports it.
+const statusInUse Status = 1 << 31
+
+func (e *Entry) inUse() bool { return e.status&statusInUse != 0 }
 
 // Orig and Reply return the connection's two tuples.
 func (e *Entry) Orig() Tuple  { return e.orig }
@@ -191,7 +197,7 @@ func (e *Entry) Tuple(d Dir) Tuple {
 func (e *Entry) Proto() uint8 { return e.orig.Proto }
 
 // Status returns the status bits.
-func (e *Entry) Status() Status { return e.status }
+func (e *Entry) Status() Status { return e.status &^ statusInUse }
 
 // Confirmed reports whether the entry is in the table.
 func (e *Entry) Confirmed() bool { return e.status&StatusConfirmed != 0 }

@@ -56,7 +56,7 @@ func (s *shard) alloc() uint32 {
 		e := s.entry(idx)
 		s.free = e.next
 		e.next = 0
-		e.inUse = true
+		e.status = statusInUse
 		return idx
 	}
 	if int(s.used)>>chunkShift == len(s.chunks) {
@@ -64,7 +64,7 @@ func (s *shard) alloc() uint32 {
 	}
 	idx := s.used
 	s.used++
-	s.entry(idx).inUse = true
+	s.entry(idx).status = statusInUse
 	return idx
 }
 

@@ -36,7 +36,7 @@ func (t *Table) sweepLocked(s *shard, now int64, n int) (st SweepStats) {
 		s.cursor++
 		st.Examined++
 		e := s.entry(idx)
-		if !e.inUse {
+		if !e.inUse() {
 			continue
 		}
 		if e.status&StatusConfirmed == 0 {
@@ -135,7 +135,7 @@ func (t *Table) Range(now time.Time, fn func(e *Entry) bool) {
 			s.mu.Lock()
 			for ; pos < s.used && len(buf) < cap(buf); pos++ {
 				e := s.entry(pos)
-				if e.inUse && e.status&StatusConfirmed != 0 && e.expires > ns {
+				if e.inUse() && e.status&StatusConfirmed != 0 && e.expires > ns {
 					buf = append(buf, *e)
 				}
 			}

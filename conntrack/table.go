@@ -14,22 +14,22 @@ import (
 type Reason uint8
 
 const (
-	ReasonNone       Reason = iota
-	ReasonNotIPv4           // not a decoded IPv4 datagram (IPv6, ARP, malformed)
-	ReasonFragment          // a non-first fragment: the kernel tracks the reassembled datagram
-	ReasonTruncated         // the transport header is missing or shorter than the protocol needs
-	ReasonChecksum          // bad transport checksum (Config.Checksum)
-	ReasonTCPHeader         // TCP data offset below 5 words or beyond the segment
-	ReasonTCPFlags          // a TCP flag combination the kernel rejects (SYN+FIN, none, ...)
-	ReasonTCPNew            // a TCP packet that cannot start a connection (SYN/ACK, FIN, RST, no pickup)
-	ReasonTCPState          // the TCP state table rejects the packet in the connection's state
-	ReasonTCPWindow         // outside the tracked TCP window
-	ReasonTCPRst            // a RST with a sequence number below the window
-	ReasonUDPHeader         // UDP (UDP-Lite) length field inconsistent
-	ReasonICMPType          // an ICMP type that is unknown or cannot start a connection
-	ReasonICMPError         // an ICMP error that quotes no tracked connection, or garbage
-	ReasonTableFull         // dropped: the table is full and nothing could be evicted
-	ReasonClash             // dropped: another packet confirmed the same connection first
+	ReasonNone      Reason = iota
+	ReasonNotIPv4          // not a decoded IPv4 datagram (IPv6, ARP, malformed)
+	ReasonFragment         // a non-first fragment: the kernel tracks the reassembled datagram
+	ReasonTruncated        // the transport header is missing or shorter than the protocol needs
+	ReasonChecksum         // bad transport checksum (Config.Checksum)
+	ReasonTCPHeader        // TCP data offset below 5 words or beyond the segment
+	ReasonTCPFlags         // a TCP flag combination the kernel rejects (SYN+FIN, none, ...)
+	ReasonTCPNew           // a TCP packet that cannot start a connection (SYN/ACK, FIN, RST, no pickup)
+	ReasonTCPState         // the TCP state table rejects the packet in the connection's state
+	ReasonTCPWindow        // outside the tracked TCP window
+	ReasonTCPRst           // a RST with a sequence number below the window
+	ReasonUDPHeader        // UDP (UDP-Lite) length field inconsistent
+	ReasonICMPType         // an ICMP type that is unknown or cannot start a connection
+	ReasonICMPError        // an ICMP error that quotes no tracked connection, or garbage
+	ReasonTableFull        // dropped: the table is full and nothing could be evicted
+	ReasonClash            // dropped: another packet confirmed the same connection first
 )
 
 var reasonNames = [...]string{"", "not IPv4", "fragment", "truncated", "bad checksum",
@@ -117,7 +117,7 @@ func (r Ref) do(f func(e *Entry)) {
 	s := &r.t.shards[r.shard]
 	s.mu.Lock()
 	if r.idx < s.used {
-		if e := s.entry(r.idx); e.inUse && e.gen == r.gen {
+		if e := s.entry(r.idx); e.inUse() && e.gen == r.gen {
 			f(e)
 		}
 	}
@@ -548,7 +548,7 @@ func (t *Table) confirm(ref Ref, now int64, snap *Entry) (Ref, bool) {
 		return Ref{}, false
 	}
 	e := s.entry(ref.idx)
-	if !e.inUse || e.gen != ref.gen {
+	if !e.inUse() || e.gen != ref.gen {
 		return Ref{}, false // reclaimed as abandoned, or already discarded
 	}
 	if e.status&StatusConfirmed != 0 {
@@ -590,7 +590,7 @@ func (t *Table) discard(ref Ref) {
 	s := &t.shards[ref.shard]
 	s.mu.Lock()
 	if ref.idx < s.used {
-		if e := s.entry(ref.idx); e.inUse && e.gen == ref.gen && e.status&StatusConfirmed == 0 {
+		if e := s.entry(ref.idx); e.inUse() && e.gen == ref.gen && e.status&StatusConfirmed == 0 {
 			s.release(ref.idx)
 			t.count.Add(-1)
 		}
