@@ -16,6 +16,7 @@ import (
 
 	"github.com/qtables/qtables/bench"
 	"github.com/qtables/qtables/engine"
+	"github.com/qtables/qtables/matchers"
 	"github.com/qtables/qtables/packet"
 )
 
@@ -83,6 +84,22 @@ rules (a jump counts with the rules it reaches); traffic is generated anew
 for each size unless it comes from --pcap or --synth. --plot F.svg draws
 packets per second per core against rules (log axes).
 
+--kernel also runs the rule set's filter table and the same packets
+through the kernel: iptables-restore in a network namespace that forwards
+between two veths, with the packets sent from a third namespace through a
+packet socket (all created and removed by the run; packets the kernel
+would not forward, such as multicast or loopback addresses, are left out
+of both sides). A send runs the whole forwarding path in the sender's
+softirq, so its CPU time is the path's cost. Reported: the path's rate
+with the rules; the same path with an empty chain accepting and dropping
+everything; the difference, weighted by the share of packets accepted,
+as the kernel's rule evaluation per packet; and its ratio to qtables' CPU
+time per packet (kernel/qtables: above 1, qtables is faster). The runs
+are interleaved (accept, drop, rules, rules, drop, accept) and the
+largest difference between halves is shown as the noise; no ratio is
+given within twice the noise. Finally every packet is sent once more
+and every rule's packet counter in the kernel is compared with qtables'.
+
 Output: a table, or with --json one object per measured configuration
 (an array when there is more than one) with the keys rules, packets,
 pps, pps_per_core, ns_per_packet, ns_p50, ns_p99, allocs_per_packet,
@@ -101,6 +118,7 @@ type benchOptions struct {
 	verify                 bool
 	saveRules, saveCapture string
 	trafficSet             bool
+	kernel                 bool
 }
 
 func newBenchCmd() *cobra.Command {
@@ -137,6 +155,7 @@ func newBenchCmd() *cobra.Command {
 	f.BoolVar(&o.verify, "verify", true, "check first-match answers against linear evaluation (generated and ClassBench sets)")
 	f.StringVar(&o.saveRules, "save-rules", "", "write the rule set measured to `FILE` (iptables-save format; not with --sweep)")
 	f.StringVar(&o.saveCapture, "save-pcap", "", "write the traffic measured to pcap `FILE` (not with --sweep)")
+	f.BoolVar(&o.kernel, "kernel", false, "also run the rules and traffic through the kernel (iptables in network namespaces) and compare")
 	return c
 }
 
@@ -151,6 +170,9 @@ type benchCase struct {
 	packets []bench.Packet // generated traffic, or nil
 	frames  []bench.Frame
 	dropped int // ClassBench filters that can never match
+	// excluded counts the packets left out because the kernel would not
+	// forward them (--kernel).
+	excluded int
 }
 
 // benchRecord is the JSON object of one measured configuration.
@@ -183,6 +205,36 @@ type benchRecord struct {
 	PolicyHits      map[string]int64 `json:"policy_hits,omitempty"`
 	FirstMatch      *checkRecord     `json:"first_match,omitempty"`
 	Spread          *bench.Spread    `json:"spread,omitempty"`
+	Kernel          *kernelRecord    `json:"kernel,omitempty"`
+	// KernelRatio is the kernel's rule evaluation time per packet over
+	// qtables' (CPU time per packet): how many times faster qtables
+	// evaluates (below 1: slower). Absent when the kernel's figure is
+	// within twice its noise.
+	KernelRatio float64 `json:"kernel_ratio,omitempty"`
+}
+
+// kernelRecord is the kernel's side of --kernel.
+type kernelRecord struct {
+	// PPS and NsPerPacket: the whole forwarding path with the rules, on one
+	// CPU (veth receive, routing, FORWARD, veth transmit, the send call).
+	PPS         float64 `json:"pps"`
+	NsPerPacket float64 `json:"ns_per_packet"`
+	// AcceptAllNs and DropAllNs: the same path with an empty FORWARD chain.
+	AcceptAllNs float64 `json:"accept_all_ns_per_packet"`
+	DropAllNs   float64 `json:"drop_all_ns_per_packet"`
+	// EvalNs: the rules' share, NsPerPacket less the empty paths weighted
+	// by the share of packets accepted.
+	EvalNs float64 `json:"eval_ns_per_packet"`
+	// NoiseNs: the largest difference between the two halves of a run.
+	NoiseNs  float64 `json:"noise_ns_per_packet"`
+	Accepted float64 `json:"accepted_share"`
+	Sent     uint64  `json:"sent"`
+	Counted  uint64  `json:"reached_forward"`
+	Excluded int     `json:"excluded_packets"`
+	// CountersAgree: after one pass of the packets, every rule's and
+	// policy's packet counter in the kernel equals qtables'.
+	CountersAgree bool     `json:"counters_agree"`
+	CounterDiffs  []string `json:"counter_diffs,omitempty"`
 }
 
 type ruleRecord struct {
@@ -233,6 +285,16 @@ func runBench(cmd *cobra.Command, o *benchOptions) error {
 		return benchUsage(cmd, errors.New("--plot needs --sweep"))
 	case o.sweep != "" && (o.saveRules != "" || o.saveCapture != ""):
 		return benchUsage(cmd, errors.New("--save-rules and --save-pcap measure one rule set: not with --sweep"))
+	case o.kernel && (o.table != "filter" || o.chain != "FORWARD"):
+		return benchUsage(cmd, errors.New("--kernel compares the filter table's FORWARD chain"))
+	}
+	var kern *bench.Kernel
+	if o.kernel {
+		var err error
+		if kern, err = bench.NewKernel(o.in, o.out); err != nil {
+			return fmt.Errorf("--kernel: %w", err)
+		}
+		defer kern.Close()
 	}
 	if sources == 0 {
 		o.gen = "acl"
@@ -353,6 +415,23 @@ func runBench(cmd *cobra.Command, o *benchOptions) error {
 			bc.frames = bench.FramesOf(bc.packets)
 			bc.traffic = "generated " + trafficString(tspec, len(bc.packets))
 		}
+		if o.kernel {
+			// Both sides evaluate the packets the kernel forwards.
+			keep := bench.KernelRoutable(bc.frames)
+			bc.excluded = len(bc.frames) - len(keep)
+			frames := make([]bench.Frame, len(keep))
+			for i, k := range keep {
+				frames[i] = bc.frames[k]
+			}
+			if bc.packets != nil {
+				ps := make([]bench.Packet, len(keep))
+				for i, k := range keep {
+					ps[i] = bc.packets[k]
+				}
+				bc.packets = ps
+			}
+			bc.frames = frames
+		}
 		return bc, nil
 	}
 
@@ -398,7 +477,7 @@ func runBench(cmd *cobra.Command, o *benchOptions) error {
 	var records []benchRecord
 	failed := false
 	for _, bc := range cases {
-		recs, ok, err := measureCase(cmd, o, bc)
+		recs, ok, err := measureCase(cmd, o, bc, kern)
 		if err != nil {
 			return err
 		}
@@ -439,7 +518,7 @@ func runBench(cmd *cobra.Command, o *benchOptions) error {
 
 // measureCase checks, profiles and measures one rule set; ok is false when
 // the first-match check failed.
-func measureCase(cmd *cobra.Command, o *benchOptions, bc *benchCase) ([]benchRecord, bool, error) {
+func measureCase(cmd *cobra.Command, o *benchOptions, bc *benchCase, kern *bench.Kernel) ([]benchRecord, bool, error) {
 	w, err := bench.NewWorkload(bc.rs, o.table, o.chain, o.in, o.out, bc.frames)
 	if err != nil {
 		return nil, false, err
@@ -453,8 +532,9 @@ func measureCase(cmd *cobra.Command, o *benchOptions, bc *benchCase) ([]benchRec
 		base.Skipped = nil
 	}
 	ok := true
-	if (o.verify && bc.exact) || bc.packets != nil {
-		results := w.Decide()
+	var results []engine.Result
+	if (o.verify && bc.exact) || bc.packets != nil || kern != nil {
+		results = w.Decide()
 		if o.verify && bc.exact {
 			chk := bench.CheckFirstMatch(bc.filters, w.Tuples(), results)
 			base.FirstMatch = &checkRecord{Packets: chk.Packets, Agree: chk.Agree}
@@ -485,6 +565,32 @@ func measureCase(cmd *cobra.Command, o *benchOptions, bc *benchCase) ([]benchRec
 			base.PolicyHits[k] = int64(v)
 		}
 	}
+	if kern != nil {
+		verdicts := make([]matchers.Verdict, len(results))
+		for i, r := range results {
+			verdicts[i] = r.Verdict
+		}
+		kc, err := kern.Compare(bc.rs, bc.frames, verdicts, o.duration)
+		if err != nil {
+			return nil, false, fmt.Errorf("--kernel: %w", err)
+		}
+		// Agreement: one pass through each, then every counter compared.
+		bc.rs.ZeroCounters()
+		w.Decide()
+		ours := bench.CountsOf(bc.rs)
+		theirs, err := kern.Counts(bc.rs, bc.frames)
+		if err != nil {
+			return nil, false, fmt.Errorf("--kernel: %w", err)
+		}
+		diffs := ours.Diff(theirs, 10)
+		base.Kernel = &kernelRecord{
+			CountersAgree: len(diffs) == 0, CounterDiffs: diffs,
+			PPS: round(1e9/kc.Rules.NsPerPacket(), 0), NsPerPacket: round(kc.Rules.NsPerPacket(), 1),
+			AcceptAllNs: round(kc.AcceptAll.NsPerPacket(), 1), DropAllNs: round(kc.DropAll.NsPerPacket(), 1),
+			EvalNs: round(kc.EvalNs, 1), NoiseNs: round(kc.NoiseNs, 1), Accepted: round(kc.Accepted, 4),
+			Sent: kc.Rules.Sent, Counted: kc.Rules.Counted, Excluded: bc.excluded,
+		}
+	}
 	var recs []benchRecord
 	var pps1 float64
 	for _, n := range workerCounts(o.workers) {
@@ -504,6 +610,14 @@ func measureCase(cmd *cobra.Command, o *benchOptions, bc *benchCase) ([]benchRec
 		}
 		if pps1 > 0 && o.workers > 1 {
 			r.Speedup = round(m.PPS/pps1, 2)
+		}
+		// The ratio compares CPU times where known: the kernel side is
+		// timed by its sending thread's CPU time too.
+		if ns := m.CPUNsPerPacket; r.Kernel != nil && r.Kernel.EvalNs > 2*r.Kernel.NoiseNs {
+			if ns <= 0 {
+				ns = m.NsPerPacket
+			}
+			r.KernelRatio = round(r.Kernel.EvalNs/ns, 3)
 		}
 		recs = append(recs, r)
 	}
@@ -605,6 +719,26 @@ func printCase(w io.Writer, bc *benchCase, recs []benchRecord, top int) {
 		fmt.Fprintln(w, "note: the workers got less than 90% of their CPUs (other processes, or more workers than cores): pps and ns/pkt understate; cpu ns/pkt is the cost")
 	}
 	fmt.Fprintln(w)
+	if k := r.Kernel; k != nil {
+		fmt.Fprintf(w, "kernel (iptables %s %s in a namespace, same packets; %d excluded as not forwardable):\n", r.Table, r.Chain, k.Excluded)
+		fmt.Fprintf(w, "  forwarding path with the rules: %s pps, %.0f ns/pkt (%d sent, %d reached FORWARD)\n", human(k.PPS), k.NsPerPacket, k.Sent, k.Counted)
+		fmt.Fprintf(w, "  same path, empty chain: %.0f ns/pkt accepting, %.0f dropping (%.0f%% of the packets are accepted)\n", k.AcceptAllNs, k.DropAllNs, 100*k.Accepted)
+		if r.KernelRatio > 0 {
+			fmt.Fprintf(w, "  kernel rule evaluation: %.0f ns/pkt (%s pps; noise %.0f); qtables: %.0f cpu ns/pkt; kernel/qtables %.2f\n",
+				k.EvalNs, human(1e9/k.EvalNs), k.NoiseNs, r.CPUNsPerPacket, r.KernelRatio)
+		} else {
+			fmt.Fprintf(w, "  kernel rule evaluation: %.0f ns/pkt, within the noise of the path (%.0f ns/pkt between halves of a run): no ratio\n", k.EvalNs, k.NoiseNs)
+		}
+		if k.Counted != k.Sent {
+			fmt.Fprintf(w, "  warning: %d packets sent, %d reached FORWARD\n", k.Sent, k.Counted)
+		}
+		if k.CountersAgree {
+			fmt.Fprintf(w, "  counters: after one pass every rule's packet count in the kernel equals qtables'\n")
+		} else {
+			fmt.Fprintf(w, "  counters DIFFER after one pass (qtables vs kernel): %s\n", strings.Join(k.CounterDiffs, "; "))
+		}
+		fmt.Fprintln(w)
+	}
 	fmt.Fprintf(w, "rules compared per packet: %.1f (mean over %d packets, traced once each)\n", r.VisitsPerPacket, r.ProfiledPackets)
 	if len(r.TopRules) > 0 {
 		label := fmt.Sprintf("top %d rules", len(r.TopRules))

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/qtables/qtables/engine"
+	"github.com/qtables/qtables/internal/kerneltest"
 )
 
 // runBenchCmd runs a qtables command line and returns stdout, stderr and
@@ -235,5 +236,36 @@ func TestBenchUsageErrors(t *testing.T) {
 		if _, errs, code := runBenchCmd(t, args...); code != 2 || !strings.Contains(errs, "qtables bench:") {
 			t.Errorf("%v: exit %d, stderr %q; want 2 and a message", args, code, errs)
 		}
+	}
+}
+
+func TestBenchKernel(t *testing.T) {
+	if _, errs, code := runBenchCmd(t, "bench", "--kernel", "--chain", "INPUT"); code != 2 || !strings.Contains(errs, "FORWARD") {
+		t.Errorf("--kernel at INPUT: exit %d, %q", code, errs)
+	}
+	kerneltest.Require(t, "ip", "iptables", "iptables-restore", "iptables-save")
+	out, errs, code := runBenchCmd(t, "bench", "--gen", "acl,rules=40,chains=2,actions=alternate", "--traffic", "packets=600", "--duration", "80ms", "--kernel", "--json")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	var rec map[string]any
+	if err := json.Unmarshal([]byte(out), &rec); err != nil {
+		t.Fatal(err)
+	}
+	assertBenchRecord(t, rec)
+	k, _ := rec["kernel"].(map[string]any)
+	if k == nil {
+		t.Fatalf("no kernel object in %s", out)
+	}
+	if k["counters_agree"] != true {
+		t.Errorf("kernel counters differ: %v", k["counter_diffs"])
+	}
+	for _, key := range []string{"pps", "ns_per_packet", "accept_all_ns_per_packet", "drop_all_ns_per_packet", "eval_ns_per_packet", "noise_ns_per_packet"} {
+		if _, ok := k[key]; !ok {
+			t.Errorf("kernel key %q missing", key)
+		}
+	}
+	if k["sent"] == float64(0) || k["sent"] != k["reached_forward"] {
+		t.Errorf("sent %v, reached FORWARD %v", k["sent"], k["reached_forward"])
 	}
 }
