@@ -337,10 +337,19 @@ func TestWriteJUnit(t *testing.T) {
 	}
 }
 
-// TestReportHotdrop: a TCP header cut short makes the tcp match drop the
-// packet on the spot (tcp_mt's hotdrop); the record and trace say so.
+// TestReportHotdrop: a TCP header cut short makes the xt tcp match drop the
+// packet on the spot (tcp_mt's hotdrop); the record and trace say so. With
+// --tcp-option the rule uses the xt module also under iptables-nft (port
+// and flag matches alone are native nftables payload compares, which never
+// hotdrop).
 func TestReportHotdrop(t *testing.T) {
-	f := newReportFixture(t, reportRules)
+	f := newReportFixture(t, `*filter
+:INPUT ACCEPT [0:0]
+:FORWARD ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+-A FORWARD -p tcp -m tcp --dport 22 --tcp-option 2 -j MARK --set-mark 0x2a
+COMMIT
+`)
 	v := rpView(packet.ProtoTCP, "10.0.0.1", 40000, "10.0.1.1", 22, 30)
 	v.L4 = v.L4[:10]
 	var steps []string
@@ -349,7 +358,7 @@ func TestReportHotdrop(t *testing.T) {
 	if rec.Verdict != "DROP" || !rec.Hotdrop || rec.Rule != "FORWARD:1" {
 		t.Errorf("record %+v", rec)
 	}
-	want := "TRACE: filter:FORWARD:rule:1 -A FORWARD -p tcp -m tcp --dport 22 -j MARK --set-xmark 0x2a/0xffffffff -> hotdrop (malformed packet dropped)"
+	want := "TRACE: filter:FORWARD:rule:1 -A FORWARD -p tcp -m tcp --dport 22 --tcp-option 2 -j MARK --set-xmark 0x2a/0xffffffff -> hotdrop (malformed packet dropped)"
 	if len(steps) != 1 || steps[0] != want {
 		t.Errorf("steps %q", steps)
 	}
