@@ -108,8 +108,8 @@ func (p *Plot) WriteSVG(w io.Writer) error {
 				px(s.X[i]), py(s.Y[i]), color, html.EscapeString(s.Name), strconv.FormatFloat(s.X[i], 'f', -1, 64), si(s.Y[i]))
 		}
 		ly := top + 16 + 18*k
-		fmt.Fprintf(&b, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="%s" stroke-width="2"/>`+"\n", width-right-150, ly, width-right-126, ly, color)
-		fmt.Fprintf(&b, `<text x="%d" y="%d">%s</text>`+"\n", width-right-120, ly+4, html.EscapeString(s.Name))
+		fmt.Fprintf(&b, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="%s" stroke-width="2"/>`+"\n", width-right-200, ly, width-right-176, ly, color)
+		fmt.Fprintf(&b, `<text x="%d" y="%d">%s</text>`+"\n", width-right-170, ly+4, html.EscapeString(s.Name))
 	}
 	b.WriteString("</svg>\n")
 	_, err := io.WriteString(w, b.String())

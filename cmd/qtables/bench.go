@@ -82,7 +82,8 @@ rule covers them too), or otherwise, and how many rules decided packets.
 generated at each size, a --classbench or --rules set is cut to its first
 rules (a jump counts with the rules it reaches); traffic is generated anew
 for each size unless it comes from --pcap or --synth. --plot F.svg draws
-packets per second per core against rules (log axes).
+packets per CPU second of each worker against rules (log axes; with
+--kernel, the kernel's rates too).
 
 --kernel also runs the rule set's filter table and the same packets
 through the kernel: iptables-restore in a network namespace that forwards
@@ -148,7 +149,7 @@ func newBenchCmd() *cobra.Command {
 	f.IntVar(&o.workers, "workers", 1, "measure 1, 2, 4, ... up to `N` concurrent workers")
 	f.BoolVar(&o.json, "json", false, "print JSON instead of tables")
 	f.StringVar(&o.sweep, "sweep", "", "measure rule-set sizes: rules=N,N,...")
-	f.StringVar(&o.plot, "plot", "", "with --sweep, write an SVG plot of pps per core against rules to `FILE`")
+	f.StringVar(&o.plot, "plot", "", "with --sweep, write an SVG plot of pps per core against rules (and the kernel's, with --kernel) to `FILE`")
 	f.IntVar(&o.top, "top", 10, "list the `N` rules with the largest share of evaluation (0: all)")
 	f.StringVar(&o.actions, "actions", "accept", "ClassBench filters' targets: accept (all ACCEPT) or alternate (ACCEPT, DROP, ...)")
 	f.StringVar(&o.policy, "policy", "DROP", "ClassBench sets' chain policy")
@@ -779,20 +780,45 @@ func printSweep(w io.Writer, recs []benchRecord) {
 	if len(recs) > 0 {
 		fmt.Fprintf(w, "(source %s, cut or generated at each size; traffic %s; %.1fs per configuration)\n", recs[0].Source, recs[0].Traffic, recs[0].DurationS)
 	}
+	header := false
+	for _, r := range recs {
+		k := r.Kernel
+		if k == nil || r.Workers != 1 {
+			continue
+		}
+		if !header {
+			fmt.Fprintf(w, "\nkernel (iptables, FORWARD in a namespace, one CPU; cpu ns per packet):\n")
+			fmt.Fprintf(w, "%8s %10s %10s %10s %10s %10s %10s %10s  %s\n", "rules", "path pps", "path ns", "empty acc", "empty drop", "eval ns", "noise ns", "kern/qt", "counters")
+			header = true
+		}
+		ratio, agree := "-", "agree"
+		if r.KernelRatio > 0 {
+			ratio = strconv.FormatFloat(r.KernelRatio, 'f', 2, 64)
+		}
+		if !k.CountersAgree {
+			agree = "DIFFER: " + strings.Join(k.CounterDiffs, "; ")
+		}
+		fmt.Fprintf(w, "%8d %10s %10.0f %10.0f %10.0f %10.0f %10.0f %10s  %s\n", r.Rules, human(k.PPS), k.NsPerPacket, k.AcceptAllNs, k.DropAllNs, k.EvalNs, k.NoiseNs, ratio, agree)
+	}
+	if header {
+		fmt.Fprintln(w, "(eval ns: path with the rules less the empty paths; kern/qt: eval ns over qtables' cpu ns/pkt, only where eval ns > 2 x noise)")
+	}
 	if busy {
 		fmt.Fprintln(w, "note: the workers got less than 90% of their CPUs (other processes, or more workers than cores): pps and ns/pkt understate; cpu ns/pkt is the cost")
 	}
 }
 
-// sweepPlot draws pps per core against rules, one line per worker count.
+// sweepPlot draws packets per CPU second per core (1 / cpu ns per packet;
+// pps per core where CPU time is unknown) against rules, one line per
+// worker count, and the kernel's rates when measured.
 func sweepPlot(recs []benchRecord) *bench.Plot {
-	p := &bench.Plot{Title: "qtables: packets per second per core vs rule-set size", XLabel: "rules", YLabel: "packets per second per core"}
+	p := &bench.Plot{Title: "qtables: packets per second per core vs rule-set size", XLabel: "rules", YLabel: "packets per CPU second"}
 	byWorkers := map[int]*bench.Series{}
 	var order []int
 	for _, r := range recs {
 		s := byWorkers[r.Workers]
 		if s == nil {
-			name := fmt.Sprintf("%d worker", r.Workers)
+			name := fmt.Sprintf("qtables, %d worker", r.Workers)
 			if r.Workers > 1 {
 				name += "s"
 			}
@@ -800,11 +826,37 @@ func sweepPlot(recs []benchRecord) *bench.Plot {
 			byWorkers[r.Workers] = s
 			order = append(order, r.Workers)
 		}
+		// Per CPU second where the CPU time is known, as the kernel's
+		// figures are, so that a busy machine does not bend the curve.
+		y := r.PPSPerCore
+		if r.CPUNsPerPacket > 0 {
+			y = 1e9 / r.CPUNsPerPacket
+		}
 		s.X = append(s.X, float64(r.Rules))
-		s.Y = append(s.Y, math.Max(r.PPSPerCore, 1))
+		s.Y = append(s.Y, math.Max(y, 1))
 	}
 	for _, k := range order {
 		p.Series = append(p.Series, *byWorkers[k])
+	}
+	// With --kernel: the kernel's rule evaluation (where it stands out of
+	// the noise) and its whole forwarding path, one CPU.
+	eval := bench.Series{Name: "kernel: rule evaluation"}
+	path := bench.Series{Name: "kernel: forwarding path"}
+	for _, r := range recs {
+		if r.Workers != 1 || r.Kernel == nil {
+			continue
+		}
+		if k := r.Kernel; k.EvalNs > 2*k.NoiseNs {
+			eval.X, eval.Y = append(eval.X, float64(r.Rules)), append(eval.Y, 1e9/k.EvalNs)
+		}
+		if r.Kernel.PPS > 0 {
+			path.X, path.Y = append(path.X, float64(r.Rules)), append(path.Y, r.Kernel.PPS)
+		}
+	}
+	for _, s := range []bench.Series{eval, path} {
+		if len(s.X) > 0 {
+			p.Series = append(p.Series, s)
+		}
 	}
 	return p
 }
