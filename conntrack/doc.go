@@ -1,4 +1,183 @@
 // Package conntrack is qtables' own connection tracking table: the state
 // that -m state, -m conntrack, connlimit, connmark, connbytes and CONNMARK
 // read and write, decided the way Linux's nf_conntrack decides it.
+//
+// # Using it
+//
+// A Table is created with New and is safe for concurrent use by a pool of
+// workers. For every packet the caller calls Track (or TrackInto) before
+// the rules run, with the packet's time: the table never reads a clock, so
+// an offline run is driven by capture timestamps and tests by a fake clock.
+//
+//	r := table.Track(view, now)   // state updated now, as in PREROUTING
+//	... evaluate the rules with r.Info, r.Dir, r.Entry ...
+//	if accepted {
+//		if !r.Confirm(now) { drop }  // the kernel's __nf_conntrack_confirm
+//	} else {
+//		r.Discard()
+//	}
+//
+// This mirrors the kernel's order. An existing connection's state (TCP
+// state, counters, timeout, SEEN_REPLY) changes inside Track, before any
+// rule sees the packet. A packet that starts a connection gets a new
+// entry that is not yet in the table (Entry.Confirmed() is false, and, as
+// in the kernel, its timer has not started: Timeout reports 0). Only
+// Confirm, called when the packet survived every hook, inserts it; Discard
+// forgets it, so a first packet dropped by the rules leaves the next one
+// NEW again. Confirm fails when a concurrent first packet of the same
+// connection was confirmed first: UDP merges into the winner (the kernel's
+// allow_clash), TCP, ICMP and generic protocols drop the loser, as the
+// kernel does. Confirm and Discard are no-ops on packets of confirmed
+// connections, so callers may call one of them for every packet.
+//
+// Result.Entry is a copy of the connection taken under its lock, so
+// matches read it without synchronisation. Result.Ref names the live
+// entry for the targets that write to it (CONNMARK through UpdateMark,
+// labels, the L7 slot); a Ref checks a generation number, so a Ref to an
+// entry that expired and whose slot was reused fails instead of writing
+// to another connection.
+//
+// # Layout
+//
+// The table is split into shards (Config.Shards; by default 16 per CPU,
+// at least 64), each with its own mutex, index and slab. A flow's shard is chosen
+// by a hash of its tuple that is the same for both directions (the two
+// endpoints are put in canonical order, an ICMP reply type is folded to
+// its query type), so both directions take the same single lock and the
+// packet path never takes a global one. The hash is keyed per table
+// (seeded at New) so that traffic cannot aim at one shard or probe run.
+//
+// Each shard's index is an open-addressing, linear-probing array of 8-byte
+// slots (32 bits of the hash, slab index); at most 3/4 full, deleted from
+// by backward shifting (no tombstones, so lookups never degrade with
+// churn). A lookup compares the stored hash first and touches an entry
+// only on a hash match; it matches a packet's tuple against the entry's
+// original and reply tuples, which yields the packet's direction. The index
+// is sized up front for the shard's share of MaxEntries (up to 1M entries
+// in total) so that a table filling to its limit does not rehash on the
+// packet path; beyond that it doubles, rehashing from the stored hashes
+// without touching entries.
+//
+// Entries live in per-shard slabs of 256-entry chunks that never move, and
+// freed entries go to a per-shard free list: in steady state (churn
+// included) no packet allocates. An Entry is 232 bytes and holds no
+// pointers (addresses are 16-byte arrays, IPv4 in the IPv4-mapped form,
+// so IPv6 needs no layout change), so the garbage collector never scans
+// the slabs. With the index at 3/8 to 3/4 occupancy a flow costs 232 +
+// 10.7..21.3 bytes, at most 253.3 bytes (TestEntrySize checks the budget;
+// BenchmarkMemoryPerFlow measures the heap per flow at 1M flows).
+//
+// Every entry keeps both tuples, the TCP tracker's state (including both
+// directions' window data), creation and last-packet times, the expiry
+// time, packets and bytes per direction (the IP total length, as the
+// kernel counts skb->len), the connection mark, 128 label bits, the kernel's
+// status bits (SEEN_REPLY, ASSURED, CONFIRMED, ...) and an 8-byte L7 slot
+// (a uint32 classification id and 4 bytes of classifier state) for a
+// later application-layer classifier.
+//
+// # Expiry, limits and counters
+//
+// Expiry needs no scan on the packet path. A lookup that meets an expired
+// entry removes it (so correctness never depends on the sweeper, as in the
+// kernel); every new connection sweeps 4 slab positions of its shard, so
+// expired entries are reclaimed at the rate new ones arrive; and Sweep (run
+// periodically by Run, with a context.Context lifetime and a clock
+// function) walks each shard in batches of 256 positions, releasing the
+// lock between batches, so a packet waits at most one batch (microseconds;
+// BenchmarkSweep1M and BenchmarkTrackDuringSweep report the worst hold and
+// the worst Track latency while 1M flows expire). Unconfirmed entries that
+// were neither confirmed nor discarded within 60 s (a caller bug) are
+// reclaimed too.
+//
+// MaxEntries is nf_conntrack_max (default 262144). A new connection beyond
+// it first tries the kernel's early drop: among the entries near the new
+// tuple's place in its shard's index it evicts one that is not ASSURED
+// (reaping expired ones met on the way). If there is none the packet is
+// dropped before the rules (Result.Drop) and, like the kernel's gc worker
+// after such a failure, the next Sweep passes also evict unassured and
+// closing TCP connections while the table is above 95% of the limit.
+//
+// Stats returns the counters: lookups, finds, new, inserted, insert
+// failures, clash merges, invalid packets, drops, early drops, expiries,
+// deletions and abandoned entries. Each shard counts under its own lock
+// (an atomic add per packet costs more than a cached lookup); Stats reads
+// them shard by shard.
+//
+// # Semantics
+//
+// The trackers follow nf_conntrack in Linux 6.x (nf_conntrack_core.c,
+// nf_conntrack_proto_tcp.c, _udp.c, _icmp.c):
+//
+//   - Lookup order and ctinfo: a packet matching the reply tuple is
+//     ESTABLISHED (reply); matching the original tuple it is ESTABLISHED
+//     once the connection has SEEN_REPLY, else NEW. SEEN_REPLY is set after
+//     the protocol handler accepted a reply-direction packet.
+//   - TCP: the flag validity table (SYN+FIN, FIN alone, no flags, ... are
+//     INVALID), the full state transition table (sNO..sS2 in both
+//     directions), mid-stream pickup (tcp_loose=1 by default: an ACK with no
+//     entry creates an ESTABLISHED entry with liberal window checking and a
+//     300 s timeout until answered), and the complete tcp_in_window: the
+//     four sequence/ack bounds, window scaling negotiated in the handshake,
+//     SACK blocks, the overshoot workaround, retransmission counting
+//     (tcp_max_retrans) and be_liberal. Also: ignored packets (a SYN or
+//     SYN/ACK out of sync, noted so that the answering SYN/ACK resyncs),
+//     RFC 5961 challenge ACKs in LAST_ACK, simultaneous open, a SYN
+//     reopening a closed or TIME_WAIT connection (the old entry is deleted
+//     and the SYN is NEW), RST checks (a RST below the window is INVALID; a
+//     RST with an inexact sequence number keeps the state), a RST before
+//     any reply deletes the connection at once, a retransmitted SYN
+//     does not renew the timeout, ASSURED on the ACK after SYN_RECV or on
+//     the answer to a picked-up connection, and the timeout rules
+//     (max_retrans, unacknowledged data, zero window, RST -> CLOSE's timeout;
+//     out-of-window FIN/RST from both sides shortens an assured connection).
+//   - UDP: 30 s until a reply; after a reply, a packet more than 2 s into
+//     the connection makes it a stream (ASSURED, 120 s). UDP-Lite likewise
+//     (assured at the first packet after a reply; checksum mandatory).
+//   - ICMP: echo, timestamp, information and address-mask requests create
+//     connections (30 s, not removed after the reply, so duplicates pass);
+//     their replies without a request, other types, and types above 18 are
+//     INVALID. An ICMP error (types 3, 4, 5, 11, 12) is RELATED to the
+//     connection its quoted header names (the quoted tuple inverted, in
+//     either direction) if the error's destination is that connection's
+//     destination in the direction found; otherwise INVALID. Errors are
+//     neither accounted nor refresh the connection.
+//   - Other protocols: one connection per address pair and protocol, 600 s.
+//   - Timeouts are the kernel defaults (Config.Timeouts overrides them),
+//     relative to confirmation for a new connection, as in the kernel.
+//   - When the table is full the kernel allocates before the protocol
+//     decides whether the packet may create a connection, so even packets
+//     that would only be INVALID (a stray FIN, an echo reply) are dropped;
+//     so are they here.
+//
+// # Differences from the kernel
+//
+//   - No NAT, helpers or expectations: SNAT/DNAT/EXPECTED are never set and
+//     RELATED comes only from ICMP errors. No zones. IPv4 only for now (the
+//     layout and hash take IPv6 addresses; no ICMPv6 tracker yet).
+//   - SCTP, DCCP and GRE are tracked as generic protocols (addresses and
+//     protocol, 600 s) where the kernel has trackers of their own; GRE
+//     entries print without srckey/dstkey.
+//   - No defragmentation: a non-first fragment is INVALID (the kernel
+//     tracks the reassembled datagram); a first fragment is tracked by its
+//     headers and counted with its own length.
+//   - Checksums are verified only with Config.Checksum (the kernel checks at
+//     PREROUTING by default), because captures taken on a sending host carry
+//     checksums the NIC fills in later. Packets the capture cut are not
+//     checked; their lengths come from the IP header, as the kernel's do.
+//   - The quoted header of an ICMP error must be IPv4 with a header length
+//     of at least 20 bytes; the kernel reads whatever is there (which names
+//     no connection anyway).
+//   - Early drop looks at up to 16 entries in the 64 index slots after the
+//     new tuple's home slot, in its shard, and evicts one unassured entry;
+//     the kernel looks at 8 hash buckets and evicts every unassured entry of
+//     the first bucket holding any.
+//   - Accounting is always on (the kernel's nf_conntrack_acct defaults to
+//     off; conntrack -L then omits packets= and bytes=), and
+//     WriteConntrackL always prints the counters. It orders entries by
+//     creation time, not hash order, so that offline runs are reproducible.
+//   - Times are nanoseconds of the caller's clock, not jiffies: timeouts
+//     are exact; printed timeouts are whole seconds rounded down, like
+//     nf_ct_expires / HZ.
+//   - An unconfirmed entry never confirmed or discarded is reclaimed after
+//     60 s of packet time; the kernel frees it with its skb.
 package conntrack

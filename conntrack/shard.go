@@ -37,9 +37,11 @@ type shard struct {
 	free   uint32 // head of the free list, index+1; 0 = empty
 	cursor uint32 // next slab position the sweeper examines
 
-	// Counters, atomic so that Stats can read them without the lock.
-	searched, found, created, inserted, insertFailed, invalid,
-	drop, earlyDrop, expired, deleted, clashResolved, abandoned atomic.Uint64
+	// n counts events under mu: an atomic add per packet would cost more
+	// than the rest of a cached lookup. invalidNoLock counts the invalid
+	// packets rejected before any shard was chosen.
+	n             counters
+	invalidNoLock atomic.Uint64
 
 	_ [64]byte // keep neighbouring shards' locks off this cache line
 }
@@ -94,10 +96,10 @@ func (s *shard) lookup(h uint64, tu *Tuple) (pos int, idx uint32, dir Dir, ok bo
 		}
 		if sl.hash == tag {
 			e := s.entry(sl.idx - 1)
-			if e.orig == *tu {
+			if e.orig.equal(tu) {
 				return pos, sl.idx - 1, DirOriginal, true
 			}
-			if e.reply == *tu {
+			if e.reply.equal(tu) {
 				return pos, sl.idx - 1, DirReply, true
 			}
 		}
@@ -193,4 +195,10 @@ func (s *shard) unindex(h uint64, idx uint32) {
 		}
 		pos = (pos + 1) & mask
 	}
+}
+
+// counters are a shard's event counts (see Stats).
+type counters struct {
+	searched, found, created, inserted, insertFailed, invalid,
+	drop, earlyDrop, expired, deleted, clashResolved, abandoned uint64
 }

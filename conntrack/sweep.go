@@ -43,7 +43,7 @@ func (t *Table) sweepLocked(s *shard, now int64, n int) (st SweepStats) {
 			if now-e.created > abandonAfter {
 				s.release(idx)
 				t.count.Add(-1)
-				s.abandoned.Add(1)
+				s.n.abandoned++
 				st.Abandoned++
 			}
 			continue
@@ -51,12 +51,12 @@ func (t *Table) sweepLocked(s *shard, now int64, n int) (st SweepStats) {
 		switch {
 		case e.expires <= now:
 			t.removeConfirmed(s, t.seed.hash(&e.orig), idx)
-			s.expired.Add(1)
+			s.n.expired++
 			st.Expired++
 		case squeeze && (e.status&StatusAssured == 0 ||
 			(e.orig.Proto == protoTCP && tcpCanEarlyDrop(e.tcp.state))):
 			t.removeConfirmed(s, t.seed.hash(&e.orig), idx)
-			s.earlyDrop.Add(1)
+			s.n.earlyDrop++
 			st.EarlyDrop++
 		}
 	}

@@ -75,7 +75,7 @@ func (r *Result) HasEntry() bool { return r.Ref.t != nil }
 // ICMP, generic), or the unconfirmed entry was reclaimed as abandoned. On a
 // merge (UDP) r.Ref and r.Entry move to the surviving entry.
 func (r *Result) Confirm(now time.Time) bool {
-	if r.Ref.t == nil {
+	if r.Ref.t == nil || r.Entry.Confirmed() {
 		return true
 	}
 	ref, ok := r.Ref.t.confirm(r.Ref, now.UnixNano(), &r.Entry)
@@ -87,7 +87,7 @@ func (r *Result) Confirm(now time.Time) bool {
 // it created disappears, so the next packet of the flow is NEW again. For a
 // confirmed connection it does nothing.
 func (r *Result) Discard() {
-	if r.Ref.t != nil {
+	if r.Ref.t != nil && !r.Entry.Confirmed() {
 		r.Ref.t.discard(r.Ref)
 	}
 }
@@ -221,16 +221,15 @@ func New(cfg Config) *Table {
 		t.seed[i] = rand.Uint64()
 	}
 	// Size each index for its share of the limit so that a table filling
-	// up to it does not rehash on the packet path (capped so that an
-	// unlimited or huge table does not reserve memory up front).
-	per := int64(1 << 20)
-	if t.max > 0 {
-		per = min(t.max, per)
-	}
-	per = per/int64(n) + 1
+	// up to it does not rehash on the packet path (capped, so that a huge
+	// limit does not reserve memory up front; an unlimited table starts
+	// small and grows).
 	sz := 64
-	for int64(sz)*3 < per*4 {
-		sz <<= 1
+	if t.max > 0 {
+		per := min(t.max, 1<<20)/int64(n) + 1
+		for int64(sz)*3 < per*4 {
+			sz <<= 1
+		}
 	}
 	for i := range t.shards {
 		t.shards[i].resize(sz)
@@ -254,18 +253,21 @@ func (t *Table) Stats() Stats {
 	st := Stats{Entries: t.Len()}
 	for i := range t.shards {
 		s := &t.shards[i]
-		st.Searched += s.searched.Load()
-		st.Found += s.found.Load()
-		st.New += s.created.Load()
-		st.Inserted += s.inserted.Load()
-		st.InsertFailed += s.insertFailed.Load()
-		st.ClashResolved += s.clashResolved.Load()
-		st.Invalid += s.invalid.Load()
-		st.Drop += s.drop.Load()
-		st.EarlyDrop += s.earlyDrop.Load()
-		st.Expired += s.expired.Load()
-		st.Deleted += s.deleted.Load()
-		st.Abandoned += s.abandoned.Load()
+		s.mu.Lock()
+		n := s.n
+		s.mu.Unlock()
+		st.Searched += n.searched
+		st.Found += n.found
+		st.New += n.created
+		st.Inserted += n.inserted
+		st.InsertFailed += n.insertFailed
+		st.ClashResolved += n.clashResolved
+		st.Invalid += n.invalid + s.invalidNoLock.Load()
+		st.Drop += n.drop
+		st.EarlyDrop += n.earlyDrop
+		st.Expired += n.expired
+		st.Deleted += n.deleted
+		st.Abandoned += n.abandoned
 	}
 	return st
 }
@@ -293,8 +295,18 @@ const (
 // reads no clock.
 func (t *Table) Track(v *packet.View, now time.Time) Result {
 	var r Result
-	t.track(&r, v, now.UnixNano())
+	t.TrackInto(&r, v, now)
 	return r
+}
+
+// TrackInto is Track writing into *r, which a worker can reuse from packet
+// to packet: it saves copying the Result out.
+func (t *Table) TrackInto(r *Result, v *packet.View, now time.Time) {
+	r.Info, r.Dir, r.Reason, r.Drop, r.Ref = CtInvalid, DirOriginal, ReasonNone, false, Ref{}
+	t.track(r, v, now.UnixNano())
+	if r.Ref.t == nil {
+		r.Entry = Entry{}
+	}
 }
 
 func (t *Table) track(r *Result, v *packet.View, now int64) {
@@ -316,13 +328,13 @@ func (t *Table) track(r *Result, v *packet.View, now int64) {
 
 func (t *Table) invalid(r *Result, reason Reason, spread uint32) {
 	r.Info, r.Reason = CtInvalid, reason
-	t.shards[spread&uint32(len(t.shards)-1)].invalid.Add(1)
+	t.shards[spread&uint32(len(t.shards)-1)].invalidNoLock.Add(1)
 }
 
 // find looks tu up in s, removing an expired match on the way (the kernel
 // reaps expired entries it meets during lookup).
 func (t *Table) find(s *shard, h uint64, tu *Tuple, now int64) (idx uint32, dir Dir, ok bool) {
-	s.searched.Add(1)
+	s.n.searched++
 	pos, idx, dir, ok := s.lookup(h, tu)
 	if !ok {
 		return 0, 0, false
@@ -331,10 +343,10 @@ func (t *Table) find(s *shard, h uint64, tu *Tuple, now int64) (idx uint32, dir 
 		s.removeAt(pos)
 		s.release(idx)
 		t.count.Add(-1)
-		s.expired.Add(1)
+		s.n.expired++
 		return 0, 0, false
 	}
-	s.found.Add(1)
+	s.n.found++
 	return idx, dir, true
 }
 
@@ -354,13 +366,13 @@ func (t *Table) resolve(r *Result, s *shard, si uint32, h uint64, p *pkt, now in
 		switch v {
 		case vInvalid:
 			r.Info, r.Reason = CtInvalid, reason
-			s.invalid.Add(1)
+			s.n.invalid++
 			return
 		case vRepeat:
 			// A SYN reopening a closed connection: forget the old entry
 			// and treat the packet as the first of a new one.
 			t.removeConfirmed(s, h, idx)
-			s.deleted.Add(1)
+			s.n.deleted++
 			continue
 		}
 		if dir == DirReply {
@@ -372,7 +384,7 @@ func (t *Table) resolve(r *Result, s *shard, si uint32, h uint64, p *pkt, now in
 		if v == vKill {
 			r.Entry.status |= StatusDying
 			t.removeConfirmed(s, h, idx)
-			s.deleted.Add(1)
+			s.n.deleted++
 		}
 		return
 	}
@@ -381,7 +393,7 @@ func (t *Table) resolve(r *Result, s *shard, si uint32, h uint64, p *pkt, now in
 	// (init_conntrack fails before allocating).
 	if _, ok := p.tuple.Invert(); !ok {
 		r.Info, r.Reason = CtInvalid, ReasonICMPType
-		s.invalid.Add(1)
+		s.n.invalid++
 		return
 	}
 	// The kernel allocates (and may early-drop) before the protocol decides
@@ -391,7 +403,7 @@ func (t *Table) resolve(r *Result, s *shard, si uint32, h uint64, p *pkt, now in
 		if !t.earlyDrop(s, h, now) {
 			t.count.Add(-1)
 			t.pressure.Store(true)
-			s.drop.Add(1)
+			s.n.drop++
 			r.Info, r.Reason, r.Drop = CtInvalid, ReasonTableFull, true
 			return
 		}
@@ -399,7 +411,7 @@ func (t *Table) resolve(r *Result, s *shard, si uint32, h uint64, p *pkt, now in
 	if reason := t.canCreate(p); reason != ReasonNone {
 		t.count.Add(-1)
 		r.Info, r.Reason = CtInvalid, reason
-		s.invalid.Add(1)
+		s.n.invalid++
 		return
 	}
 	t.sweepLocked(s, now, allocSweep)
@@ -413,10 +425,10 @@ func (t *Table) resolve(r *Result, s *shard, si uint32, h uint64, p *pkt, now in
 		s.release(idx)
 		t.count.Add(-1)
 		r.Info, r.Reason = CtInvalid, reason
-		s.invalid.Add(1)
+		s.n.invalid++
 		return
 	}
-	s.created.Add(1)
+	s.n.created++
 	r.Info, r.Dir = CtNew, DirOriginal
 	r.Entry = *e
 	r.Ref = Ref{t: t, shard: si, idx: idx, gen: e.gen}
@@ -531,9 +543,9 @@ func (t *Table) earlyDrop(s *shard, h uint64, now int64) bool {
 		e := s.entry(victims[i])
 		t.removeConfirmed(s, t.seed.hash(&e.orig), victims[i])
 		if expired[i] {
-			s.expired.Add(1)
+			s.n.expired++
 		} else {
-			s.earlyDrop.Add(1)
+			s.n.earlyDrop++
 		}
 	}
 	return n > 0
@@ -566,14 +578,14 @@ func (t *Table) confirm(ref Ref, now int64, snap *Entry) (Ref, bool) {
 			}
 			s.release(ref.idx)
 			t.count.Add(-1)
-			s.clashResolved.Add(1)
+			s.n.clashResolved++
 			*snap = *w
 			return Ref{t: t, shard: ref.shard, idx: widx, gen: w.gen}, true
 		}
 		s.release(ref.idx)
 		t.count.Add(-1)
-		s.insertFailed.Add(1)
-		s.drop.Add(1)
+		s.n.insertFailed++
+		s.n.drop++
 		return Ref{}, false
 	}
 	if e.status&StatusFixedTimeout == 0 {
@@ -581,7 +593,7 @@ func (t *Table) confirm(ref Ref, now int64, snap *Entry) (Ref, bool) {
 	}
 	e.status |= StatusConfirmed
 	s.insert(h, ref.idx)
-	s.inserted.Add(1)
+	s.n.inserted++
 	*snap = *e
 	return ref, true
 }
@@ -625,6 +637,6 @@ func (t *Table) Delete(tu Tuple) bool {
 	s.removeAt(pos)
 	s.release(idx)
 	t.count.Add(-1)
-	s.deleted.Add(1)
+	s.n.deleted++
 	return true
 }

@@ -1,0 +1,268 @@
+package conntrack
+
+import (
+	"encoding/binary"
+	"math/rand/v2"
+	"net/netip"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/qtables/qtables/packet"
+)
+
+// flowSet is n UDP flows, 10.x.y.z:port -> 198.51.100.2:53 for flow
+// i = x<<16|y<<8|z. fill writes flow i's datagram into a View's own small
+// buffer, as a decoder leaves a freshly received packet: hot in cache, so
+// that the benchmarks measure the table, not fetching packet bytes.
+type flowSet struct {
+	n      int
+	server byte // last byte of the server address
+}
+
+const dgram = 32
+
+func newUDPFlows(n int) *flowSet { return &flowSet{n: n, server: 2} }
+
+// benchView is a View with its own packet buffer.
+type benchView struct {
+	packet.View
+	buf [dgram]byte
+}
+
+func (fs *flowSet) fill(bv *benchView, i int, reply bool) {
+	b := bv.buf[:]
+	cli := [4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}
+	srv := [4]byte{198, 51, 100, fs.server}
+	port := uint16(1024 + i%50000)
+	src, dst, sp, dp := cli, srv, port, uint16(53)
+	if reply {
+		src, dst, sp, dp = srv, cli, dp, sp
+	}
+	b[0] = 0x45
+	binary.BigEndian.PutUint16(b[2:4], dgram)
+	b[8], b[9] = 64, 17
+	copy(b[12:16], src[:])
+	copy(b[16:20], dst[:])
+	binary.BigEndian.PutUint16(b[20:22], sp)
+	binary.BigEndian.PutUint16(b[22:24], dp)
+	binary.BigEndian.PutUint16(b[24:26], dgram-20)
+	v := &bv.View
+	v.Class, v.Family, v.Proto, v.Len = packet.ClassOK, 4, 17, dgram
+	v.Network, v.L4 = b, b[20:]
+	v.IPv4.IHL, v.IPv4.FragWord = 5, 0
+	v.Src = netip.AddrFrom4(src)
+	v.Dst = netip.AddrFrom4(dst)
+}
+
+// establish creates every flow and answers it, so each is ESTABLISHED.
+func (fs *flowSet) establish(tb testing.TB, tab *Table, now time.Time) {
+	var v benchView
+	for i := range fs.n {
+		fs.fill(&v, i, false)
+		r := tab.Track(&v.View, now)
+		if r.Info != CtNew || !r.Confirm(now) {
+			tb.Fatalf("flow %d: %v", i, r)
+		}
+		fs.fill(&v, i, true)
+		if r := tab.Track(&v.View, now); r.Info != CtEstablished {
+			tb.Fatalf("flow %d reply: %v", i, r)
+		}
+	}
+}
+
+func heapInUse() uint64 {
+	runtime.GC()
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapAlloc
+}
+
+const million = 1 << 20
+
+// BenchmarkTrackEstablished is lookup-and-update of an established flow:
+// parse, hash, lock, probe, state update, copy out. With 1K flows the
+// table is in cache and this is the CPU cost. With 1M flows (240 MB) the
+// access pattern decides: "sequential" walks flows in creation order,
+// "zipf" draws them with Zipf-distributed popularity (s=1.1, as real
+// traffic concentrates on few flows), "uniform" draws every flow equally
+// often, so that index slot and entry are each a cache and TLB miss.
+func BenchmarkTrackEstablished(b *testing.B) {
+	for _, size := range []struct {
+		name string
+		n    int
+	}{{"1K", 1 << 10}, {"1M", million}} {
+		fs := newUDPFlows(size.n)
+		tab := New(Config{MaxEntries: -1})
+		fs.establish(b, tab, t0)
+		for _, mode := range []string{"sequential", "zipf", "uniform"} {
+			b.Run("flows="+size.name+"/"+mode, func(b *testing.B) {
+				rng := rand.New(rand.NewPCG(7, 7))
+				zipf := rand.NewZipf(rng, 1.1, 1, uint64(size.n-1))
+				// Draw the flow sequence up front so that the generator
+				// does not count.
+				seq := make([]int32, 1<<20)
+				for i := range seq {
+					switch mode {
+					case "sequential":
+						seq[i] = int32(i % size.n)
+					case "zipf":
+						seq[i] = int32(zipf.Uint64())
+					default:
+						seq[i] = int32(rng.IntN(size.n))
+					}
+				}
+				var v benchView
+				var r Result
+				now := t0.Add(3 * time.Second)
+				b.ReportAllocs()
+				for i := 0; b.Loop(); i++ {
+					fs.fill(&v, int(seq[i&(len(seq)-1)]), i&1 == 1)
+					tab.TrackInto(&r, &v.View, now)
+					if r.Info != CtEstablished {
+						b.Fatalf("%v", r)
+					}
+				}
+			})
+		}
+	}
+}
+
+// BenchmarkTrackParallel is the same lookup-and-update from all Ps at once
+// (a worker pool), Zipf-distributed flows among 1M.
+func BenchmarkTrackParallel(b *testing.B) {
+	fs := newUDPFlows(million)
+	tab := New(Config{MaxEntries: -1})
+	fs.establish(b, tab, t0)
+	now := t0.Add(3 * time.Second)
+	var seed atomic.Uint64
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		rng := rand.New(rand.NewPCG(seed.Add(1), 1))
+		zipf := rand.NewZipf(rng, 1.1, 1, million-1)
+		var v benchView
+		var r Result
+		for i := 0; pb.Next(); i++ {
+			fs.fill(&v, int(zipf.Uint64()), i&1 == 0)
+			tab.TrackInto(&r, &v.View, now)
+			if r.Info != CtEstablished {
+				b.Fatalf("%v", r)
+			}
+		}
+	})
+}
+
+// BenchmarkNewFlowChurn creates, confirms and (by timeout) reclaims flows in
+// steady state: the slab recycles entries, so nothing is allocated.
+func BenchmarkNewFlowChurn(b *testing.B) {
+	const live = 1 << 16
+	fs := newUDPFlows(4 * live)
+	tab := New(Config{MaxEntries: -1, Timeouts: Timeouts{UDP: time.Second}})
+	var v benchView
+	var r Result
+	now := t0
+	step := func(i int) {
+		// live new flows per second: each lives 1 s, so about live are
+		// in the table and the alloc sweep reclaims as fast as we add.
+		now = now.Add(time.Second / live)
+		fs.fill(&v, i%fs.n, false)
+		tab.TrackInto(&r, &v.View, now)
+		r.Confirm(now)
+	}
+	for i := range 3 * fs.n {
+		step(i)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; b.Loop(); i++ {
+		step(i)
+	}
+	b.ReportMetric(float64(tab.Len()), "entries")
+}
+
+// BenchmarkMemoryPerFlow reports the heap a live flow costs (entry, index
+// share, slab slack), measured over 1M flows.
+func BenchmarkMemoryPerFlow(b *testing.B) {
+	fs := newUDPFlows(million)
+	for b.Loop() {
+		before := heapInUse()
+		tab := New(Config{MaxEntries: -1})
+		fs.establish(b, tab, t0)
+		after := heapInUse()
+		b.ReportMetric(float64(after-before)/million, "B/flow")
+		runtime.KeepAlive(tab)
+	}
+}
+
+// BenchmarkSweep1M expires 1M flows in one Sweep pass and reports the
+// longest single shard-lock hold ("max-hold-µs"): the longest a packet can
+// wait on the sweeper.
+func BenchmarkSweep1M(b *testing.B) {
+	fs := newUDPFlows(million)
+	var worst time.Duration
+	var perFlow float64
+	for b.Loop() {
+		b.StopTimer()
+		tab := New(Config{MaxEntries: -1})
+		fs.establish(b, tab, t0)
+		b.StartTimer()
+		start := time.Now()
+		st := tab.Sweep(t0.Add(time.Hour))
+		perFlow = float64(time.Since(start).Nanoseconds()) / million
+		if st.Expired != million || tab.Len() != 0 {
+			b.Fatalf("%+v, %d left", st, tab.Len())
+		}
+		worst = max(worst, st.MaxHold)
+	}
+	b.ReportMetric(float64(worst.Nanoseconds())/1e3, "max-hold-µs")
+	b.ReportMetric(perFlow, "ns/expired-flow")
+}
+
+// BenchmarkTrackDuringSweep measures, while the sweeper expires 1M flows,
+// the worst latency of a Track call on other, live flows ("worst-track-µs"),
+// next to the sweeper's longest lock hold. Scheduling noise counts too, so
+// it is an upper bound of the lock wait.
+func BenchmarkTrackDuringSweep(b *testing.B) {
+	dying := newUDPFlows(million)
+	liveSet := newUDPFlows(1 << 12)
+	liveSet.server = 3 // other flows than the dying ones
+	var worstTrack, worstHold time.Duration
+	for b.Loop() {
+		b.StopTimer()
+		tab := New(Config{MaxEntries: -1})
+		dying.establish(b, tab, t0)
+		liveSet.establish(b, tab, t0.Add(59*time.Minute+50*time.Second))
+		b.StartTimer()
+		var wg sync.WaitGroup
+		var stop atomic.Bool
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var v benchView
+			now := t0.Add(time.Hour)
+			for i := 0; !stop.Load(); i++ {
+				liveSet.fill(&v, i%liveSet.n, false)
+				start := time.Now()
+				r := tab.Track(&v.View, now)
+				d := time.Since(start)
+				if r.Info != CtEstablished {
+					panic(r.String())
+				}
+				worstTrack = max(worstTrack, d)
+			}
+		}()
+		st := tab.Sweep(t0.Add(time.Hour))
+		stop.Store(true)
+		wg.Wait()
+		if st.Expired != million {
+			b.Fatalf("%+v", st)
+		}
+		worstHold = max(worstHold, st.MaxHold)
+	}
+	b.ReportMetric(float64(worstTrack.Nanoseconds())/1e3, "worst-track-µs")
+	b.ReportMetric(float64(worstHold.Nanoseconds())/1e3, "max-hold-µs")
+}
