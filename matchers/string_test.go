@@ -347,6 +347,8 @@ func BenchmarkStringMatch(b *testing.B) {
 type kernelPath struct {
 	ns *netns.Namespace
 	fd int
+	// proto is the protocol the rules match and rawDatagram's default.
+	proto uint8
 }
 
 const kernelTestProto = 253
@@ -368,7 +370,7 @@ func newKernelPath(t *testing.T) *kernelPath {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { unix.Close(fd) })
-	return &kernelPath{ns: ns, fd: fd}
+	return &kernelPath{ns: ns, fd: fd, proto: kernelTestProto}
 }
 
 // load replaces the filter table with one rule per entry (the text after
@@ -378,9 +380,9 @@ func (k *kernelPath) load(t *testing.T, rules []string) {
 	var b strings.Builder
 	b.WriteString("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n")
 	for _, r := range rules {
-		fmt.Fprintf(&b, "-A OUTPUT -p %d %s\n", kernelTestProto, r)
+		fmt.Fprintf(&b, "-A OUTPUT -p %d %s\n", k.proto, r)
 	}
-	fmt.Fprintf(&b, "-A OUTPUT -p %d -j DROP\nCOMMIT\n", kernelTestProto)
+	fmt.Fprintf(&b, "-A OUTPUT -p %d -j DROP\nCOMMIT\n", k.proto)
 	if out, err := k.ns.Exec([]byte(b.String()), "iptables-restore"); err != nil {
 		t.Fatalf("iptables-restore: %v\n%s\n%s", err, out, b.String())
 	}
@@ -421,12 +423,19 @@ func (k *kernelPath) counts(t *testing.T) []uint64 {
 // rawDatagram returns an IPv4 datagram from and to 127.0.0.1 with protocol
 // 253, the given ID (not 0) and payload, with a valid header checksum.
 func rawDatagram(id uint16, payload []byte) []byte {
+	return rawDatagramFrom(kernelTestProto, [4]byte{127, 0, 0, 1}, id, payload)
+}
+
+// rawDatagramFrom is rawDatagram with another protocol and source (which
+// must be a local address, such as any in 127.0.0.0/8).
+func rawDatagramFrom(proto uint8, src [4]byte, id uint16, payload []byte) []byte {
 	d := make([]byte, 20+len(payload))
 	d[0] = 0x45
 	binary.BigEndian.PutUint16(d[2:], uint16(len(d)))
 	binary.BigEndian.PutUint16(d[4:], id)
-	d[8], d[9] = 64, kernelTestProto
-	copy(d[12:], []byte{127, 0, 0, 1, 127, 0, 0, 1})
+	d[8], d[9] = 64, proto
+	copy(d[12:], src[:])
+	copy(d[16:], []byte{127, 0, 0, 1})
 	sum := uint32(0)
 	for i := 0; i < 20; i += 2 {
 		sum += uint32(binary.BigEndian.Uint16(d[i:]))
