@@ -58,7 +58,8 @@
 // packet path; beyond that it doubles, rehashing from the stored hashes
 // without touching entries.
 //
-// Entries live in per-shard slabs of 256-entry chunks that never move, and
+// Entries live in per-shard slabs of 141-entry chunks (32 KiB) that never
+// move, and
 // freed entries go to a per-shard free list: in steady state (churn
 // included) no packet allocates. An Entry is 232 bytes and holds no
 // pointers (addresses are 16-byte arrays, IPv4 in the IPv4-mapped form,
@@ -82,7 +83,7 @@
 // kernel); every new connection sweeps 4 slab positions of its shard, so
 // expired entries are reclaimed at the rate new ones arrive; and Sweep (run
 // periodically by Run, with a context.Context lifetime and a clock
-// function) walks each shard in batches of 256 positions, releasing the
+// function) walks each shard in batches of 64 positions, releasing the
 // lock between batches, so a packet waits at most one batch (microseconds;
 // BenchmarkSweep1M and BenchmarkTrackDuringSweep report the worst hold and
 // the worst Track latency while 1M flows expire). Unconfirmed entries that
