@@ -1,6 +1,7 @@
 package conntrack
 
 import (
+	"encoding/binary"
 	"testing"
 	"time"
 
@@ -240,6 +241,24 @@ func TestTCPScenarios(t *testing.T) {
 			{flags: "SA", seq: 1000, ack: 5001, info: CtEstablished, state: TCPSynRecv, timeout: 60 * sec},
 			{srv: true, flags: "A", seq: 5001, ack: 1001, info: CtEstablished, dir: DirReply, state: TCPEstablished, timeout: 5 * day, assured: true},
 		}},
+		{"SYN/ACK answering an ignored SYN resynchronises", Config{}, with(handshake,
+			// The client restarts with a new ISN; conntrack ignores the SYN
+			// (the connection looks established) but notes it.
+			step{flags: "S", seq: 90000, info: CtEstablished, state: TCPEstablished, assured: true, packets: [2]uint64{2, 1}},
+			// The server answers it: tracker and endpoints are in sync again.
+			step{srv: true, flags: "SA", seq: 70000, ack: 90001, info: CtEstablished, dir: DirReply, state: TCPSynRecv, timeout: 60 * sec, assured: true},
+			step{flags: "A", seq: 90001, ack: 70001, info: CtEstablished, state: TCPEstablished, timeout: 5 * day, assured: true},
+		)},
+		{"challenge ACK in LAST_ACK is not the last ACK", Config{}, with(handshake,
+			step{flags: "FA", seq: 1001, ack: 5001, info: CtEstablished, state: TCPFinWait, assured: true},
+			step{srv: true, flags: "FA", seq: 5001, ack: 1002, info: CtEstablished, dir: DirReply, state: TCPLastAck, assured: true},
+			// A new SYN from the client is ignored in LAST_ACK ...
+			step{flags: "S", seq: 90000, info: CtEstablished, state: TCPLastAck, assured: true},
+			// ... and the server's RFC 5961 challenge ACK leaves the state.
+			step{srv: true, flags: "A", seq: 5002, ack: 1002, info: CtEstablished, dir: DirReply, state: TCPLastAck, assured: true},
+			// The real last ACK then closes.
+			step{flags: "A", seq: 1002, ack: 5002, info: CtEstablished, state: TCPTimeWait, assured: true},
+		)},
 		{"FIN before the handshake completes is INVALID", Config{}, []step{
 			{flags: "S", seq: 1000, info: CtNew, state: TCPSynSent},
 			{flags: "FA", seq: 1001, ack: 1, info: CtInvalid, reason: ReasonTCPState, state: TCPSynSent},
@@ -355,4 +374,32 @@ func TestTCPMalformedOptions(t *testing.T) {
 			t.Fatalf("%v: data beyond the unscaled window: %v", patch, r)
 		}
 	}
+}
+
+// TestTCPSack: with SACK permitted on both sides, a selective
+// acknowledgement may cover data beyond the cumulative ack (up to what was
+// sent); a SACK block beyond the sent data is INVALID like such an ack.
+func TestTCPSack(t *testing.T) {
+	sackPerm := []layers.TCPOption{{OptionType: layers.TCPOptionKindSACKPermitted, OptionLength: 2},
+		{OptionType: layers.TCPOptionKindNop}, {OptionType: layers.TCPOptionKindNop}}
+	sack := func(left, right uint32) []layers.TCPOption {
+		d := make([]byte, 8)
+		binary.BigEndian.PutUint32(d[0:4], left)
+		binary.BigEndian.PutUint32(d[4:8], right)
+		return []layers.TCPOption{{OptionType: layers.TCPOptionKindNop}, {OptionType: layers.TCPOptionKindNop},
+			{OptionType: layers.TCPOptionKindSACK, OptionLength: 10, OptionData: d}}
+	}
+	runSteps(t, Config{}, []step{
+		{flags: "S", seq: 1000, opts: sackPerm, info: CtNew, state: TCPSynSent},
+		{srv: true, flags: "SA", seq: 5000, ack: 1001, opts: sackPerm, info: CtEstablished, dir: DirReply, state: TCPSynRecv},
+		{flags: "A", seq: 1001, ack: 5001, info: CtEstablished, state: TCPEstablished, assured: true},
+		{flags: "PA", seq: 1001, ack: 5001, data: 1000, info: CtEstablished, state: TCPEstablished, assured: true},
+		{flags: "PA", seq: 2001, ack: 5001, data: 1000, info: CtEstablished, state: TCPEstablished, assured: true},
+		// The first segment was lost: ack 1001, SACK 2001-3001.
+		{srv: true, flags: "A", seq: 5001, ack: 1001, opts: sack(2001, 3001), info: CtEstablished, dir: DirReply,
+			state: TCPEstablished, assured: true, packets: [2]uint64{4, 2}},
+		// A SACK block beyond anything sent.
+		{srv: true, flags: "A", seq: 5001, ack: 1001, opts: sack(2001, 9001), info: CtInvalid, reason: ReasonTCPWindow,
+			state: TCPEstablished, assured: true, packets: [2]uint64{4, 2}},
+	})
 }
