@@ -170,7 +170,10 @@ func TestParseHexString(t *testing.T) {
 
 // FuzzParseHexString checks that the parser never panics, never returns
 // more than 128 bytes, and that every byte string survives the hex form
-// iptables-save prints for it.
+// iptables-save prints for it, but one: a pattern of the full 128 bytes
+// printed in hex cannot be read back, because the parser checks the length
+// before it reads the closing '|' (iptables-restore 1.8.9 fails on its own
+// iptables-save output there too).
 func FuzzParseHexString(f *testing.F) {
 	for _, s := range []string{"|0a0a|", "GET |2f|index", `\|x`, "|4142||43|", "abc|", "| 41 |", `|41|\`, "||", "|", `\`} {
 		f.Add(s)
@@ -192,6 +195,12 @@ func FuzzParseHexString(f *testing.F) {
 		printed := strings.Trim(b.String()[1:], `"`)
 		if stringIsHex(p) {
 			back, err := ParseHexString(printed)
+			if len(p) == stringMaxPattern {
+				if err == nil || !strings.Contains(err.Error(), "too long") {
+					t.Fatalf("%q: saved as %q, which parses to %q, %v; iptables refuses it", p, printed, back, err)
+				}
+				return
+			}
 			if err != nil || !bytes.Equal(back, p) {
 				t.Fatalf("%q: saved as %q, which parses to %q, %v", p, printed, back, err)
 			}
