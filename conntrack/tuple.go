@@ -129,10 +129,12 @@ type hashSeed [4]uint64
 // two endpoints (address, port) canonically and, for ICMP, folds the type
 // to its query form and moves the identifier out of the endpoints.
 func (s *hashSeed) hash(t *Tuple) uint64 {
-	aHi := binary.BigEndian.Uint64(t.Src[0:8])
-	aLo := binary.BigEndian.Uint64(t.Src[8:16])
-	bHi := binary.BigEndian.Uint64(t.Dst[0:8])
-	bLo := binary.BigEndian.Uint64(t.Dst[8:16])
+	// Native-order loads: the canonical order only has to be total, not
+	// numeric.
+	aHi := binary.LittleEndian.Uint64(t.Src[0:8])
+	aLo := binary.LittleEndian.Uint64(t.Src[8:16])
+	bHi := binary.LittleEndian.Uint64(t.Dst[0:8])
+	bLo := binary.LittleEndian.Uint64(t.Dst[8:16])
 	ap, bp := uint64(t.SrcPort), uint64(t.DstPort)
 	extra := uint64(t.Proto)<<8 | uint64(t.Family)
 	if t.Proto == protoICMP {
