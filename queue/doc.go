@@ -1,0 +1,27 @@
+// Package queue is qtables' live filter: it hooks NFQUEUE rules into the
+// kernel's netfilter chains, reads the queued packets, judges each one with
+// a compiled engine.Program and hands the verdict back to the kernel.
+//
+// The pieces, from the kernel inward:
+//
+//   - Hooks (hooks.go) installs one dedicated chain per hook, QTABLES-INPUT,
+//     QTABLES-FORWARD, ..., holding the NFQUEUE rule and jumped to from the
+//     built-in chain, through the iptables binary (go-iptables). A restart
+//     replaces whatever a killed run left behind; --queue-bypass, on by
+//     default, makes the kernel accept packets while no reader is bound, so
+//     a dead daemon never black-holes a host.
+//   - Daemon (daemon.go) binds one go-nfqueue reader per queue, fans the
+//     packets out to a worker pool by a symmetric hash of the 5-tuple (a flow
+//     always lands on the same worker, so its packets keep their order), and
+//     owns reload, shutdown and the statistics.
+//   - Judge (judge.go) is one worker's state: its own packet.Decoder, View
+//     and matchers.Context. Judging a packet decodes it, evaluates the
+//     rule-set tables at the packet's hook in the kernel's order (mangle
+//     before filter) and collects the verdict, the packet mark and the LOG
+//     and REJECT events; it allocates nothing.
+//   - LogSink (logsink.go) writes LOG events as the kernel's lines,
+//     rate-limited, off the packet path.
+//
+// Every iptables call happens in the calling process's network namespace:
+// run the daemon inside the namespace it should filter (`ip netns exec`).
+package queue
