@@ -1,0 +1,683 @@
+package queue
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"runtime"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	nfqueue "github.com/florianl/go-nfqueue/v2"
+
+	"github.com/qtables/qtables/engine"
+	"github.com/qtables/qtables/matchers"
+)
+
+// Config configures a Daemon. The zero value of every optional field
+// picks the documented default.
+type Config struct {
+	// RulesPath is the rules file (iptables-save format); Reload re-reads it.
+	RulesPath string
+	// Hooks are the kernel hooks to install and the queues they feed.
+	Hooks HookConfig
+	// Workers is the size of the judging pool (default: GOMAXPROCS).
+	Workers int
+	// QueueLen is the kernel queue's length in packets (default 1024,
+	// the kernel's own default).
+	QueueLen uint32
+	// SockBuf is the netlink receive buffer in bytes (default 4 MiB); a
+	// bigger one absorbs longer bursts before the kernel drops (ENOBUFS).
+	SockBuf int
+	// FailOpen sets the queue's fail-open flag: when the queue is full the
+	// kernel accepts packets instead of dropping them.
+	FailOpen bool
+	// DefaultDrop gives packets that cannot be judged (a panic, an
+	// undecodable packet, a verdict other than ACCEPT/DROP) DROP instead
+	// of the default ACCEPT.
+	DefaultDrop bool
+	// LogOutput receives LOG lines (default: discarded). LogRate limits
+	// them per second (0: 100), LogBurst is the bucket size (0: 2*LogRate).
+	LogOutput io.Writer
+	LogRate   float64
+	LogBurst  int
+	// CountersFile and StatsFile, when set, are written on exit and by
+	// WriteFiles: the rule set with counters (iptables-save -c format) and
+	// the daemon's statistics as JSON.
+	CountersFile string
+	StatsFile    string
+	// DrainTimeout bounds how long shutdown waits for packets already
+	// queued after the hooks are gone (default 2s).
+	DrainTimeout time.Duration
+	// MonitorInterval is how often kernel queue drops are checked and
+	// reported (default 5s).
+	MonitorInterval time.Duration
+	// Logger receives the daemon's own messages (default slog.Default()).
+	Logger *slog.Logger
+	// IPTables installs the hooks (default: the iptables binary).
+	IPTables IPTables
+}
+
+// defaultVerdict is the verdict for packets that cannot be judged.
+func (c *Config) defaultVerdict() matchers.Verdict {
+	if c.DefaultDrop {
+		return matchers.Drop
+	}
+	return matchers.Accept
+}
+
+func (c *Config) defaults() error {
+	if c.RulesPath == "" {
+		return errors.New("no rules file given (--rules)")
+	}
+	if err := c.Hooks.Validate(); err != nil {
+		return err
+	}
+	if c.Workers <= 0 {
+		c.Workers = runtime.GOMAXPROCS(0)
+	}
+	if c.QueueLen == 0 {
+		c.QueueLen = 1024
+	}
+	if c.SockBuf == 0 {
+		c.SockBuf = 4 << 20
+	}
+	if c.LogOutput == nil {
+		c.LogOutput = io.Discard
+	}
+	if c.LogRate == 0 {
+		c.LogRate = 100
+	}
+	if c.LogBurst == 0 {
+		c.LogBurst = int(2 * c.LogRate)
+	}
+	if c.DrainTimeout == 0 {
+		c.DrainTimeout = 2 * time.Second
+	}
+	if c.MonitorInterval == 0 {
+		c.MonitorInterval = 5 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return nil
+}
+
+// verdicter is the part of *nfqueue.Nfqueue that workers use.
+type verdicter interface {
+	SetVerdict(id uint32, verdict int) error
+	SetVerdictWithOption(id uint32, verdict int, options ...nfqueue.VerdictOption) error
+}
+
+// job is one queued packet on its way to a worker.
+type job struct {
+	q       verdicter
+	id      uint32
+	data    []byte
+	hook    uint8
+	in, out uint32
+	mark    uint32
+	hwProto uint16
+	hw      [6]byte
+	hasHw   bool
+}
+
+// Daemon is the live filter: readers, workers, hooks, reload and
+// statistics. Create it with New, run it with Run.
+type Daemon struct {
+	cfg    Config
+	log    *slog.Logger
+	rules  atomic.Pointer[Rules]
+	cnt    counters
+	sink   *LogSink
+	ifaces *ifaceCache
+
+	workers  []chan job
+	inflight atomic.Int64
+
+	rejectSeen atomic.Bool
+	// lastKernel is the kernel's view of the queues taken just before they
+	// were unbound, for the statistics written on exit.
+	lastKernel atomic.Pointer[[]KernelQueue]
+}
+
+// New loads and compiles the rules and checks the configuration; nothing
+// touches the kernel until Run.
+func New(cfg Config) (*Daemon, error) {
+	if err := cfg.defaults(); err != nil {
+		return nil, err
+	}
+	r, err := LoadRules(cfg.RulesPath)
+	if err != nil {
+		return nil, err
+	}
+	for _, h := range cfg.Hooks.Hooks {
+		if !r.HasHook(h) {
+			return nil, fmt.Errorf("%s: no table of the rules has a %s chain (qtables evaluates the chain named after the hook)", cfg.RulesPath, h)
+		}
+	}
+	d := &Daemon{cfg: cfg, log: cfg.Logger, ifaces: newIfaceCache()}
+	d.rules.Store(r)
+	return d, nil
+}
+
+// Rules returns the rules in force.
+func (d *Daemon) Rules() *Rules { return d.rules.Load() }
+
+// Reload re-reads the rules file and, if it parses and compiles, swaps it
+// in; packets being judged finish with the rules they started with. On
+// error the running rules stay and the error says why. Counters of the new
+// rules start from the file's.
+func (d *Daemon) Reload() error {
+	r, err := LoadRules(d.cfg.RulesPath)
+	if err == nil {
+		for _, h := range d.cfg.Hooks.Hooks {
+			if !r.HasHook(h) {
+				err = fmt.Errorf("%s: no table of the rules has a %s chain", d.cfg.RulesPath, h)
+				break
+			}
+		}
+	}
+	if err != nil {
+		d.cnt.reloadFails.Add(1)
+		d.log.Error("reload failed; the running rules stay in force", "rules", d.cfg.RulesPath, "err", err)
+		return err
+	}
+	d.rules.Store(r)
+	d.cnt.reloads.Add(1)
+	d.log.Info("rules reloaded", "rules", d.cfg.RulesPath)
+	return nil
+}
+
+// Stats returns a snapshot of the statistics, with the kernel's view of the
+// daemon's queues.
+func (d *Daemon) Stats() Stats {
+	s := d.cnt.snapshot()
+	if d.sink != nil {
+		s.LogWritten, s.LogDropped = d.sink.Written(), d.sink.Dropped()
+	}
+	s.Kernel = d.kernelQueues()
+	if len(s.Kernel) == 0 {
+		if last := d.lastKernel.Load(); last != nil {
+			s.Kernel = *last
+		}
+	}
+	return s
+}
+
+// kernelQueues returns the kernel's view of the daemon's queues (none once
+// they are unbound).
+func (d *Daemon) kernelQueues() []KernelQueue {
+	kq, err := ReadKernelQueues(ProcQueuePath)
+	if err != nil {
+		return nil
+	}
+	var out []KernelQueue
+	for _, q := range kq {
+		if q.Queue >= d.cfg.Hooks.Queues.First && q.Queue <= d.cfg.Hooks.Queues.Last {
+			out = append(out, q)
+		}
+	}
+	return out
+}
+
+// WriteCounters writes the rules in force with their counters, as
+// iptables-save -c prints them.
+func (d *Daemon) WriteCounters(w io.Writer) error {
+	return d.rules.Load().Set.Save(w, engine.SaveOptions{Counters: true, Header: true, Now: time.Now()})
+}
+
+// WriteFiles writes the counters file and the stats file, when configured,
+// each atomically (a reader never sees half a file).
+func (d *Daemon) WriteFiles() error {
+	var errs []error
+	if d.cfg.CountersFile != "" {
+		errs = append(errs, writeAtomic(d.cfg.CountersFile, d.WriteCounters))
+	}
+	if d.cfg.StatsFile != "" {
+		errs = append(errs, writeAtomic(d.cfg.StatsFile, func(w io.Writer) error {
+			enc := json.NewEncoder(w)
+			enc.SetIndent("", "  ")
+			return enc.Encode(d.Stats())
+		}))
+	}
+	return errors.Join(errs...)
+}
+
+func writeAtomic(path string, fn func(io.Writer) error) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	if err := fn(f); err != nil {
+		f.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := os.Chmod(f.Name(), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), path)
+}
+
+// lockName is the abstract unix socket that marks a running daemon. An
+// abstract socket belongs to a network namespace and vanishes with its
+// process, however it dies: while it is bound, every QTABLES- chain in the
+// namespace belongs to the live daemon; once it is free, they are stale.
+const lockName = "@qtables-daemon"
+
+// ErrDaemonRunning is returned by Run when another daemon holds the
+// network namespace.
+var ErrDaemonRunning = errors.New("another qtables daemon is running in this network namespace")
+
+func lockNamespace() (io.Closer, error) {
+	c, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: lockName, Net: "unixgram"})
+	if err != nil {
+		if errors.Is(err, syscall.EADDRINUSE) {
+			return nil, ErrDaemonRunning
+		}
+		return nil, fmt.Errorf("namespace lock: %w", err)
+	}
+	return c, nil
+}
+
+// DaemonRunning reports whether a qtables daemon runs in the calling
+// process's network namespace.
+func DaemonRunning() bool {
+	c, err := lockNamespace()
+	if err != nil {
+		return errors.Is(err, ErrDaemonRunning)
+	}
+	c.Close()
+	return false
+}
+
+// reader is one bound queue.
+type reader struct {
+	num uint16
+	nf  *nfqueue.Nfqueue
+}
+
+// Run binds the queues, installs the hooks, and judges packets until ctx
+// is cancelled or a reader fails. On every way out it removes the hooks
+// first (new packets then bypass qtables), gives the packets already queued
+// their verdicts, unbinds the queues and writes the counters and stats
+// files. The returned error is nil after a cancel.
+func (d *Daemon) Run(ctx context.Context) (err error) {
+	lock, err := lockNamespace()
+	if err != nil {
+		return err
+	}
+	defer lock.Close()
+	ipt := d.cfg.IPTables
+	if ipt == nil {
+		if ipt, err = NewIPTables(); err != nil {
+			return err
+		}
+	}
+	if stale, ferr := Find(ipt); ferr == nil && len(stale) > 0 {
+		d.log.Warn("replacing hooks left by an earlier run", "hooks", fmt.Sprint(stale))
+		// Stale hooks this run does not install would keep sending packets
+		// to queues nobody reads: without --queue-bypass that drops them.
+		if extra := missing(stale, d.cfg.Hooks.Hooks); len(extra) > 0 {
+			if rerr := Remove(ipt, extra); rerr != nil {
+				return fmt.Errorf("remove stale hooks: %w", rerr)
+			}
+		}
+	}
+
+	d.sink = NewLogSink(d.cfg.LogOutput, d.cfg.LogRate, d.cfg.LogBurst)
+	var workWG sync.WaitGroup
+	d.workers = make([]chan job, d.cfg.Workers)
+	for i := range d.workers {
+		d.workers[i] = make(chan job, 256)
+		workWG.Add(1)
+		go func(jobs <-chan job) {
+			defer workWG.Done()
+			d.work(jobs)
+		}(d.workers[i])
+	}
+
+	readCtx, stopReading := context.WithCancel(context.Background())
+	fatal := make(chan error, d.cfg.Hooks.Queues.Len())
+	var readers []*reader
+	shutdown := func(hooksInstalled bool) error {
+		var errs []error
+		if hooksInstalled {
+			if rerr := Remove(ipt, d.cfg.Hooks.Hooks); rerr != nil {
+				errs = append(errs, fmt.Errorf("remove hooks: %w", rerr))
+				d.log.Error("could not remove hooks", "err", rerr)
+			} else {
+				d.log.Info("hooks removed")
+			}
+			d.drain(readers)
+		}
+		if kq := d.kernelQueues(); len(kq) > 0 {
+			d.lastKernel.Store(&kq)
+		}
+		stopReading()
+		for _, r := range readers {
+			r.nf.Close()
+		}
+		for _, w := range d.workers {
+			close(w)
+		}
+		workWG.Wait()
+		d.sink.Close()
+		if werr := d.WriteFiles(); werr != nil {
+			errs = append(errs, werr)
+		}
+		return errors.Join(errs...)
+	}
+
+	for q := int(d.cfg.Hooks.Queues.First); q <= int(d.cfg.Hooks.Queues.Last); q++ {
+		r, oerr := d.openReader(readCtx, uint16(q), fatal)
+		if oerr != nil {
+			return errors.Join(oerr, shutdown(false))
+		}
+		readers = append(readers, r)
+	}
+	// From the first Install call on, hooks may exist: every exit removes
+	// them, including a failed install.
+	if ierr := Install(ipt, d.cfg.Hooks); ierr != nil {
+		return errors.Join(fmt.Errorf("install hooks: %w", ierr), shutdown(true))
+	}
+	d.log.Info("qtables running", "hooks", fmt.Sprint(d.cfg.Hooks.Hooks), "queues", d.cfg.Hooks.Queues.String(),
+		"bypass", d.cfg.Hooks.Bypass, "fail_open", d.cfg.FailOpen, "workers", d.cfg.Workers, "rules", d.cfg.RulesPath)
+
+	runErr := d.monitor(ctx, fatal)
+	if runErr != nil {
+		d.log.Error("stopping after a fatal error", "err", runErr)
+	} else {
+		d.log.Info("stopping")
+	}
+	return errors.Join(runErr, shutdown(true))
+}
+
+// missing returns the hooks of have that are not in want.
+func missing(have, want []matchers.Hook) []matchers.Hook {
+	var out []matchers.Hook
+	for _, h := range have {
+		found := false
+		for _, w := range want {
+			found = found || w == h
+		}
+		if !found {
+			out = append(out, h)
+		}
+	}
+	return out
+}
+
+// monitor waits for the end, checking the kernel's drop counters and
+// refreshing the interface cache on every tick.
+func (d *Daemon) monitor(ctx context.Context, fatal <-chan error) error {
+	t := time.NewTicker(d.cfg.MonitorInterval)
+	defer t.Stop()
+	last := map[uint16]KernelQueue{}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-fatal:
+			return err
+		case <-t.C:
+			d.ifaces.refresh()
+			kq, err := ReadKernelQueues(ProcQueuePath)
+			if err != nil {
+				d.log.Warn("cannot read kernel queue statistics", "err", err)
+				continue
+			}
+			for _, q := range kq {
+				if q.Queue < d.cfg.Hooks.Queues.First || q.Queue > d.cfg.Hooks.Queues.Last {
+					continue
+				}
+				p := last[q.Queue]
+				if q.QueueDropped > p.QueueDropped || q.UserDropped > p.UserDropped {
+					d.log.Warn("kernel dropped queued packets", "queue", q.Queue,
+						"queue_full", q.QueueDropped-p.QueueDropped, "undeliverable", q.UserDropped-p.UserDropped,
+						"hint", "raise --queue-len or --sock-buf, or add workers")
+				}
+				last[q.Queue] = q
+			}
+			if n := d.cnt.enobufs.Load(); n > 0 {
+				d.log.Debug("receive buffer overruns so far", "enobufs", n)
+			}
+		}
+	}
+}
+
+// drain waits until every packet queued before the hooks went away has its
+// verdict, or until the drain timeout.
+func (d *Daemon) drain(readers []*reader) {
+	deadline := time.Now().Add(d.cfg.DrainTimeout)
+	for time.Now().Before(deadline) {
+		if d.inflight.Load() == 0 && d.kernelWaiting(readers) == 0 {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	d.log.Warn("shutdown: packets still queued after the drain timeout are dropped by the kernel",
+		"in_flight", d.inflight.Load(), "kernel_waiting", d.kernelWaiting(readers))
+}
+
+func (d *Daemon) kernelWaiting(readers []*reader) int {
+	kq, err := ReadKernelQueues(ProcQueuePath)
+	if err != nil {
+		return 0
+	}
+	n := 0
+	for _, q := range kq {
+		for _, r := range readers {
+			if q.Queue == r.num {
+				n += int(q.Waiting)
+			}
+		}
+	}
+	return n
+}
+
+// openReader binds queue num and starts reading it.
+func (d *Daemon) openReader(ctx context.Context, num uint16, fatal chan<- error) (*reader, error) {
+	flags := uint32(nfqueue.NfQaCfgFlagGSO)
+	if d.cfg.FailOpen {
+		flags |= nfqueue.NfQaCfgFlagFailOpen
+	}
+	nf, err := nfqueue.Open(&nfqueue.Config{
+		NfQueue:      num,
+		MaxPacketLen: 0xffff,
+		MaxQueueLen:  d.cfg.QueueLen,
+		Copymode:     nfqueue.NfQnlCopyPacket,
+		Flags:        flags,
+		AfFamily:     syscall.AF_INET,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("queue %d: open: %w", num, err)
+	}
+	if d.cfg.SockBuf > 0 {
+		if err := nf.Con.SetReadBuffer(d.cfg.SockBuf); err != nil {
+			d.log.Warn("cannot set the netlink receive buffer", "queue", num, "bytes", d.cfg.SockBuf, "err", err)
+		}
+	}
+	r := &reader{num: num, nf: nf}
+	consecutive := 0
+	errfn := func(err error) int {
+		if ctx.Err() != nil {
+			return 1
+		}
+		if errors.Is(err, syscall.ENOBUFS) {
+			// The kernel could not deliver packets to our socket; it
+			// dropped them (counted in user_dropped). Reading goes on.
+			d.cnt.enobufs.Add(1)
+			return 0
+		}
+		if errors.Is(err, net.ErrClosed) || errors.Is(err, syscall.EBADF) {
+			fatal <- fmt.Errorf("queue %d: %w", num, err)
+			return 1
+		}
+		d.cnt.readErrs.Add(1)
+		consecutive++
+		if consecutive > 1000 {
+			fatal <- fmt.Errorf("queue %d: %d read errors in a row, last: %w", num, consecutive, err)
+			return 1
+		}
+		d.log.Debug("queue read error", "queue", num, "err", err)
+		return 0
+	}
+	fn := func(a nfqueue.Attribute) (ret int) {
+		consecutive = 0
+		defer func() {
+			if p := recover(); p != nil {
+				d.cnt.panics.Add(1)
+				d.log.Error("panic in queue reader", "queue", num, "panic", p, "stack", string(debug.Stack()))
+				ret = 0
+			}
+		}()
+		return d.dispatch(ctx, nf, &a)
+	}
+	if err := nf.RegisterWithErrorFunc(ctx, fn, errfn); err != nil {
+		nf.Close()
+		return nil, fmt.Errorf("queue %d: bind: %w (is another program bound to it?)", num, err)
+	}
+	return r, nil
+}
+
+// dispatch hands a packet to the worker of its flow.
+func (d *Daemon) dispatch(ctx context.Context, q verdicter, a *nfqueue.Attribute) int {
+	if a.PacketID == nil {
+		return 0
+	}
+	d.cnt.received.Add(1)
+	jb := job{q: q, id: *a.PacketID}
+	if a.Payload != nil {
+		jb.data = *a.Payload
+	}
+	if a.Hook != nil {
+		jb.hook = *a.Hook
+	} else {
+		jb.hook = uint8(matchers.HookNone)
+	}
+	if a.InDev != nil {
+		jb.in = *a.InDev
+	}
+	if a.OutDev != nil {
+		jb.out = *a.OutDev
+	}
+	if a.Mark != nil {
+		jb.mark = *a.Mark
+	}
+	if a.HwAddr != nil && len(*a.HwAddr) == 6 {
+		copy(jb.hw[:], *a.HwAddr)
+		jb.hasHw = true
+	}
+	if a.HwProtocol != nil {
+		jb.hwProto = *a.HwProtocol
+	}
+	w := d.workers[FlowHash(jb.data)%uint64(len(d.workers))]
+	d.inflight.Add(1)
+	select {
+	case w <- jb:
+		return 0
+	case <-ctx.Done():
+		d.inflight.Add(-1)
+		return 1
+	}
+}
+
+func (d *Daemon) work(jobs <-chan job) {
+	j := NewJudge(d.cfg.defaultVerdict())
+	for jb := range jobs {
+		d.handle(j, &jb)
+		d.inflight.Add(-1)
+	}
+}
+
+// handle judges one packet and gives the kernel its verdict.
+func (d *Daemon) handle(j *Judge, jb *job) {
+	out := d.judge(j, jb)
+	v := nfqueue.NfAccept
+	if out.Verdict == matchers.Drop {
+		v = nfqueue.NfDrop
+		d.cnt.dropped.Add(1)
+	} else {
+		d.cnt.accepted.Add(1)
+	}
+	var err error
+	if out.MarkChanged {
+		d.cnt.marked.Add(1)
+		err = jb.q.SetVerdictWithOption(jb.id, v, nfqueue.WithMark(out.Mark))
+	} else {
+		err = jb.q.SetVerdict(jb.id, v)
+	}
+	if err != nil {
+		d.cnt.verdictErrs.Add(1)
+		d.log.Debug("verdict not taken", "id", jb.id, "err", err)
+	}
+}
+
+// judge evaluates one packet; a panic anywhere in it gives the packet the
+// default verdict and is logged, and the worker goes on.
+func (d *Daemon) judge(j *Judge, jb *job) (out Outcome) {
+	defer func() {
+		if p := recover(); p != nil {
+			d.cnt.panics.Add(1)
+			d.log.Error("panic while judging a packet; it gets the default verdict",
+				"panic", p, "hook", matchers.Hook(jb.hook).String(), "verdict", d.cfg.defaultVerdict().String(),
+				"stack", string(debug.Stack()))
+			out = Outcome{Verdict: d.cfg.defaultVerdict(), Mark: jb.mark}
+		}
+	}()
+	m := Meta{Hook: matchers.Hook(jb.hook), Mark: jb.mark, Now: time.Now()}
+	if jb.in != 0 {
+		if info, ok := d.ifaces.get(jb.in); ok {
+			m.In, m.InLoopback = info.name, info.loopback
+			if info.ether && jb.hasHw {
+				m.HasMAC, m.InMAC, m.SrcMAC, m.HwProto = true, info.mac, jb.hw, jb.hwProto
+			}
+		}
+	}
+	if jb.out != 0 {
+		if info, ok := d.ifaces.get(jb.out); ok {
+			m.Out = info.name
+		}
+	}
+	r := d.rules.Load()
+	if m.Hook <= matchers.HookPostrouting && !r.HasHook(m.Hook) {
+		d.cnt.noChain.Add(1)
+		return Outcome{Verdict: matchers.Accept, Mark: jb.mark}
+	}
+	out = j.Judge(r, jb.data, &m)
+	switch {
+	case out.Undecodable:
+		d.cnt.undecodable.Add(1)
+	case out.Unsupported:
+		d.cnt.unsupported.Add(1)
+	}
+	for i := range j.Events() {
+		ev := &j.Events()[i]
+		switch ev.Kind {
+		case matchers.EventLog:
+			d.cnt.logEvents.Add(1)
+			d.sink.Log(ev.Text)
+		case matchers.EventReject:
+			d.cnt.rejects.Add(1)
+			if d.rejectSeen.CompareAndSwap(false, true) {
+				d.log.Info("REJECT hit: the packet is dropped; sending the reject packet is not implemented yet (counted in reject_events)",
+					"chain", ev.Chain, "rule", ev.Rule, "with", ev.Reject.String())
+			}
+		}
+	}
+	return out
+}
