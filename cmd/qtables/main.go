@@ -58,5 +58,6 @@ func newRoot() *cobra.Command {
 		Version:       engine.Version,
 	}
 	root.AddCommand(newCheckCmd(), newTestCmd(), newSynthCmd(), newBenchCmd(), newClassbenchCmd())
+	root.AddCommand(newRunCmd(), newHooksCmd())
 	return root
 }

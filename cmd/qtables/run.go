@@ -1,0 +1,204 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/qtables/qtables/matchers"
+	"github.com/qtables/qtables/queue"
+)
+
+// hookFlags are the options shared by `run` and `hooks install`.
+type hookFlags struct {
+	hooks      []string
+	queues     string
+	failClosed bool
+	cpuFanout  bool
+}
+
+func (f *hookFlags) register(c *cobra.Command) {
+	c.Flags().StringArrayVar(&f.hooks, "hook", nil, "hook to filter: PREROUTING, INPUT, FORWARD, OUTPUT or POSTROUTING (repeatable)")
+	c.Flags().StringVar(&f.queues, "queues", "0", "NFQUEUE numbers to use: N or N-M (one reader per queue, kernel-side --queue-balance)")
+	c.Flags().BoolVar(&f.failClosed, "fail-closed", false, "install the NFQUEUE rules without --queue-bypass: while no daemon reads the queues the kernel drops the hooked traffic")
+	c.Flags().BoolVar(&f.cpuFanout, "queue-cpu-fanout", false, "choose the queue by CPU instead of by flow hash (--queue-cpu-fanout; needs several queues)")
+}
+
+func (f *hookFlags) config() (queue.HookConfig, error) {
+	cfg := queue.HookConfig{Bypass: !f.failClosed, CPUFanout: f.cpuFanout}
+	var err error
+	if cfg.Queues, err = queue.ParseQueueRange(f.queues); err != nil {
+		return cfg, err
+	}
+	for _, name := range f.hooks {
+		for _, n := range strings.Split(name, ",") {
+			h, err := queue.ParseHook(n)
+			if err != nil {
+				return cfg, err
+			}
+			cfg.Hooks = append(cfg.Hooks, h)
+		}
+	}
+	return cfg, cfg.Validate()
+}
+
+func newRunCmd() *cobra.Command {
+	var (
+		hf           hookFlags
+		rules        string
+		workers      int
+		queueLen     uint32
+		sockBuf      int
+		failOpen     bool
+		defVerdict   string
+		logFile      string
+		logRate      float64
+		logBurst     int
+		countersFile string
+		statsFile    string
+		debug        bool
+	)
+	c := &cobra.Command{
+		Use:   "run --rules RULES --hook HOOK [--hook HOOK ...] [--queues N-M]",
+		Short: "Filter live traffic: hook NFQUEUE into the kernel and judge every packet with the rules",
+		Long: `run is the live filter. It binds one NFQUEUE reader per queue, installs a
+dedicated chain per hook (QTABLES-INPUT, QTABLES-FORWARD, ... in filter;
+QTABLES-PREROUTING and QTABLES-POSTROUTING in mangle) jumped to from the
+built-in chain, and judges every queued packet with the rules: at each hook,
+the rules' tables with a chain of that name, mangle before filter, as the
+kernel runs them. The verdict is ACCEPT or DROP (REJECT drops; the reject
+packet is not sent yet), with the packet mark when the rules changed it.
+
+Safety: the NFQUEUE rules carry --queue-bypass unless --fail-closed is
+given, so while no daemon reads the queues (stopped, crashed, killed) the
+kernel lets traffic through unfiltered instead of dropping it. The hooks are
+removed on every exit (SIGINT, SIGTERM, a fatal error); hooks left by a run
+that was killed (kill -9) are found and replaced at the next start. One
+daemon runs per network namespace: run it inside the namespace to filter,
+e.g. ip netns exec NS qtables run ...
+
+Signals: SIGHUP re-reads the rules file (a file that fails to load leaves
+the running rules in force and the error is logged); SIGUSR1 writes the
+--counters-file and --stats-file; SIGINT and SIGTERM stop the daemon.
+
+Outputs: LOG lines (the kernel's format) go to stdout or --log-file,
+rate-limited (--log-rate lines per second, --log-burst); the daemon's own
+messages go to stderr. On exit --counters-file gets the rules with their
+counters (iptables-save -c format) and --stats-file the daemon's statistics
+as JSON: received, accepted, dropped, marked, panics, reject_events,
+log_events, log_written, log_dropped, verdict_errors, enobufs, and the
+kernel's per-queue counters from /proc/net/netfilter/nfnetlink_queue
+(waiting, queue_dropped, user_dropped).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			hooks, err := hf.config()
+			if err != nil {
+				return err
+			}
+			var defDrop bool
+			switch strings.ToLower(defVerdict) {
+			case "accept":
+			case "drop":
+				defDrop = true
+			default:
+				return fmt.Errorf("--default-verdict must be accept or drop, not %q", defVerdict)
+			}
+			level := slog.LevelInfo
+			if debug {
+				level = slog.LevelDebug
+			}
+			logger := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: level}))
+			var logOut io.Writer = cmd.OutOrStdout()
+			if logFile != "" && logFile != "-" {
+				f, err := os.OpenFile(logFile, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
+				if err != nil {
+					return fmt.Errorf("--log-file: %w", err)
+				}
+				defer f.Close()
+				logOut = f
+			}
+			d, err := queue.New(queue.Config{
+				RulesPath: rules, Hooks: hooks, Workers: workers, QueueLen: queueLen, SockBuf: sockBuf,
+				FailOpen: failOpen, DefaultDrop: defDrop, LogOutput: logOut, LogRate: logRate, LogBurst: logBurst,
+				CountersFile: countersFile, StatsFile: statsFile, Logger: logger,
+			})
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			sigs := make(chan os.Signal, 4)
+			signal.Notify(sigs, syscall.SIGHUP, syscall.SIGUSR1)
+			defer signal.Stop(sigs)
+			go func() {
+				for {
+					select {
+					case <-ctx.Done():
+						return
+					case s := <-sigs:
+						switch s {
+						case syscall.SIGHUP:
+							_ = d.Reload() // logged; the running rules stay on error
+						case syscall.SIGUSR1:
+							if err := d.WriteFiles(); err != nil {
+								logger.Error("writing counters/stats files", "err", err)
+							}
+						}
+					}
+				}
+			}()
+			if err := d.Run(ctx); err != nil {
+				return err
+			}
+			if st := d.Stats(); st.Panics > 0 || st.LogDropped > 0 || st.ENOBUFS > 0 || kernelDrops(st) > 0 {
+				logger.Warn("losses during the run", "panics", st.Panics, "log_dropped", st.LogDropped,
+					"enobufs", st.ENOBUFS, "kernel_drops", kernelDrops(st))
+			}
+			return nil
+		},
+	}
+	hf.register(c)
+	fl := c.Flags()
+	fl.StringVar(&rules, "rules", "", "rules file (iptables-save format)")
+	fl.IntVar(&workers, "workers", 0, "judging workers (default: one per CPU)")
+	fl.Uint32Var(&queueLen, "queue-len", 1024, "kernel queue length in packets")
+	fl.IntVar(&sockBuf, "sock-buf", 4<<20, "netlink receive buffer in bytes")
+	fl.BoolVar(&failOpen, "fail-open", false, "set the queue's fail-open flag: a full queue accepts packets instead of dropping them")
+	fl.StringVar(&defVerdict, "default-verdict", "accept", "verdict for packets that cannot be judged (a panic, an undecodable packet): accept or drop")
+	fl.StringVar(&logFile, "log-file", "-", "where LOG lines go (- for stdout)")
+	fl.Float64Var(&logRate, "log-rate", 100, "LOG lines per second at most (excess lines are counted as dropped)")
+	fl.IntVar(&logBurst, "log-burst", 200, "LOG lines that may be written at once above --log-rate")
+	fl.StringVar(&countersFile, "counters-file", "", "write the rules with counters (iptables-save -c format) here on exit and on SIGUSR1")
+	fl.StringVar(&statsFile, "stats-file", "", "write the daemon's statistics (JSON) here on exit and on SIGUSR1")
+	fl.BoolVar(&debug, "debug", false, "log debug messages")
+	_ = c.MarkFlagRequired("rules")
+	_ = c.MarkFlagRequired("hook")
+	return c
+}
+
+func kernelDrops(st queue.Stats) uint64 {
+	var n uint64
+	for _, q := range st.Kernel {
+		n += uint64(q.QueueDropped) + uint64(q.UserDropped)
+	}
+	return n
+}
+
+// hookNames lists hooks for messages.
+func hookNames(hs []matchers.Hook) string {
+	var b strings.Builder
+	for i, h := range hs {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(h.String())
+	}
+	return b.String()
+}

@@ -1,0 +1,711 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/qtables/qtables/engine"
+	"github.com/qtables/qtables/internal/kerneltest"
+	"github.com/qtables/qtables/internal/netns"
+	"github.com/qtables/qtables/queue"
+)
+
+// The live tests run `qtables run` for real: a client, a router and a
+// server namespace joined by veth pairs, the daemon inside the router
+// (under ip netns exec, so every iptables call and the queues are the
+// router's), and real TCP connections and pings from the client. Nothing
+// touches the root namespace; every namespace is deleted on every exit.
+
+const liveNSPrefix = "qtlive"
+
+var (
+	clientAddr = netip.MustParseAddr("10.0.1.2")
+	routerIn   = netip.MustParseAddr("10.0.1.1")
+	routerOut  = netip.MustParseAddr("10.0.2.1")
+	serverAddr = netip.MustParseAddr("10.0.2.2")
+)
+
+// liveTopo is client (c0) -- (r0) router (r1) -- (s0) server, with TCP
+// echo servers on ports 80, 81 and 82 of the server.
+type liveTopo struct {
+	client, router, server *netns.Namespace
+	clientMAC, r0MAC       net.HardwareAddr
+	bin                    string
+	dir                    string
+}
+
+func newLiveTopo(t *testing.T) *liveTopo {
+	t.Helper()
+	kerneltest.Require(t, "ip", "iptables", "iptables-save")
+	if _, err := netns.CleanStale(liveNSPrefix); err != nil {
+		t.Logf("cleaning stale namespaces: %v", err)
+	}
+	tp := &liveTopo{dir: t.TempDir()}
+	tp.bin = buildQtables(t, tp.dir)
+	var err error
+	for _, p := range []struct {
+		ns   **netns.Namespace
+		role string
+	}{{&tp.client, "client"}, {&tp.router, "router"}, {&tp.server, "server"}} {
+		if *p.ns, err = netns.New(liveNSPrefix, p.role); err != nil {
+			t.Fatal(err)
+		}
+		ns := *p.ns
+		t.Cleanup(func() { ns.Close() })
+	}
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(netns.AddVeth(tp.client, "c0", tp.router, "r0"))
+	must(netns.AddVeth(tp.router, "r1", tp.server, "s0"))
+	must(tp.client.AddAddr("c0", netip.PrefixFrom(clientAddr, 24)))
+	must(tp.router.AddAddr("r0", netip.PrefixFrom(routerIn, 24)))
+	must(tp.router.AddAddr("r1", netip.PrefixFrom(routerOut, 24)))
+	must(tp.server.AddAddr("s0", netip.PrefixFrom(serverAddr, 24)))
+	for _, l := range []struct {
+		ns  *netns.Namespace
+		dev string
+	}{{tp.client, "c0"}, {tp.client, "lo"}, {tp.router, "r0"}, {tp.router, "r1"}, {tp.router, "lo"}, {tp.server, "s0"}, {tp.server, "lo"}} {
+		must(l.ns.LinkUp(l.dev))
+	}
+	must(tp.client.AddRoute(netip.Prefix{}, routerIn, "c0"))
+	must(tp.server.AddRoute(netip.Prefix{}, routerOut, "s0"))
+	must(tp.router.SetSysctl("net.ipv4.ip_forward", "1"))
+	c0, err := tp.client.Link("c0")
+	must(err)
+	r0, err := tp.router.Link("r0")
+	must(err)
+	tp.clientMAC, tp.r0MAC = c0.MAC, r0.MAC
+	for _, port := range []int{80, 81, 82} {
+		tp.serveEcho(t, port)
+	}
+	return tp
+}
+
+// buildQtables builds the command into dir.
+func buildQtables(t *testing.T, dir string) string {
+	t.Helper()
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
+	}
+	bin := filepath.Join(dir, "qtables")
+	cmd := exec.Command(goTool, "build", "-o", bin, ".")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// serveEcho listens on the server's port and echoes one line per
+// connection.
+func (tp *liveTopo) serveEcho(t *testing.T, port int) {
+	t.Helper()
+	var ln net.Listener
+	err := tp.server.Do(func() error {
+		var err error
+		ln, err = net.Listen("tcp4", netip.AddrPortFrom(serverAddr, uint16(port)).String())
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(5 * time.Second))
+				line, err := bufio.NewReader(c).ReadString('\n')
+				if err == nil {
+					io.WriteString(c, "echo "+line)
+				}
+			}()
+		}
+	}()
+}
+
+// dial connects from the client to the server's port, sends a line and
+// reads the echo, all within timeout.
+func (tp *liveTopo) dial(port int, timeout time.Duration) error {
+	return tp.client.Do(func() error {
+		d := net.Dialer{Timeout: timeout}
+		c, err := d.Dial("tcp4", netip.AddrPortFrom(serverAddr, uint16(port)).String())
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(timeout))
+		if _, err := io.WriteString(c, "hello\n"); err != nil {
+			return err
+		}
+		line, err := bufio.NewReader(c).ReadString('\n')
+		if err != nil {
+			return err
+		}
+		if line != "echo hello\n" {
+			return fmt.Errorf("echo %q", line)
+		}
+		return nil
+	})
+}
+
+// ping sends one ICMP echo request from the client to dst and waits for
+// the reply (a raw socket: no ping binary needed).
+func (tp *liveTopo) ping(dst netip.Addr, timeout time.Duration) error {
+	return tp.client.Do(func() error {
+		c, err := net.ListenPacket("ip4:icmp", "0.0.0.0")
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		id := uint16(os.Getpid())
+		seq := uint16(time.Now().UnixNano())
+		msg := []byte{8, 0, 0, 0, byte(id >> 8), byte(id), byte(seq >> 8), byte(seq), 'q', 't'}
+		binary.BigEndian.PutUint16(msg[2:], inetChecksum(msg))
+		if _, err := c.WriteTo(msg, &net.IPAddr{IP: dst.AsSlice()}); err != nil {
+			return err
+		}
+		c.SetReadDeadline(time.Now().Add(timeout))
+		buf := make([]byte, 1500)
+		for {
+			n, from, err := c.ReadFrom(buf)
+			if err != nil {
+				return err
+			}
+			if n >= 8 && buf[0] == 0 && binary.BigEndian.Uint16(buf[4:]) == id && binary.BigEndian.Uint16(buf[6:]) == seq &&
+				from.(*net.IPAddr).IP.Equal(dst.AsSlice()) {
+				return nil
+			}
+		}
+	})
+}
+
+func inetChecksum(b []byte) uint16 {
+	var sum uint32
+	for i := 0; i+1 < len(b); i += 2 {
+		sum += uint32(binary.BigEndian.Uint16(b[i:]))
+	}
+	if len(b)%2 == 1 {
+		sum += uint32(b[len(b)-1]) << 8
+	}
+	for sum > 0xffff {
+		sum = sum&0xffff + sum>>16
+	}
+	return ^uint16(sum)
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// ipt runs iptables in the router.
+func (tp *liveTopo) ipt(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := tp.router.Exec(nil, "iptables", args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(out)
+}
+
+// qtablesChains returns every line of the router's filter and mangle
+// tables that mentions a qtables chain.
+func (tp *liveTopo) qtablesChains(t *testing.T) []string {
+	t.Helper()
+	var out []string
+	for _, table := range []string{"filter", "mangle"} {
+		for _, l := range strings.Split(tp.ipt(t, "-t", table, "-S"), "\n") {
+			if strings.Contains(l, queue.ChainPrefix) {
+				out = append(out, table+": "+l)
+			}
+		}
+	}
+	return out
+}
+
+// kernelPackets sums the packet counters of a chain's rules.
+func (tp *liveTopo) kernelPackets(t *testing.T, table, chain string) uint64 {
+	t.Helper()
+	var n uint64
+	for _, l := range strings.Split(tp.ipt(t, "-t", table, "-v", "-S", chain), "\n") {
+		f := strings.Fields(l)
+		for i := 0; i+1 < len(f); i++ {
+			if f[0] == "-A" && f[i] == "-c" {
+				p, err := strconv.ParseUint(f[i+1], 10, 64)
+				if err != nil {
+					t.Fatalf("counter in %q: %v", l, err)
+				}
+				n += p
+			}
+		}
+	}
+	return n
+}
+
+// lineBuf collects a stream and lets a test wait for a substring.
+type lineBuf struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lineBuf) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lineBuf) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// liveDaemon is one `qtables run` process in the router.
+type liveDaemon struct {
+	cmd    *exec.Cmd
+	stderr *lineBuf
+	stdout *lineBuf
+	done   chan struct{}
+	err    error
+}
+
+// startDaemon runs qtables run in the router with args and waits until it
+// reports that its hooks are live.
+func (tp *liveTopo) startDaemon(t *testing.T, args ...string) *liveDaemon {
+	t.Helper()
+	d := tp.spawn(t, args...)
+	eventually(t, 20*time.Second, func() error {
+		select {
+		case <-d.done:
+			return errStop{fmt.Errorf("qtables run exited early (%v):\n%s", d.err, d.stderr.String())}
+		default:
+		}
+		if !strings.Contains(d.stderr.String(), `msg="qtables running"`) {
+			return errors.New("qtables run has not reported running yet")
+		}
+		return nil
+	})
+	return d
+}
+
+func (tp *liveTopo) spawn(t *testing.T, args ...string) *liveDaemon {
+	t.Helper()
+	d := &liveDaemon{stderr: &lineBuf{}, stdout: &lineBuf{}, done: make(chan struct{})}
+	d.cmd = exec.Command("ip", append([]string{"netns", "exec", tp.router.Name(), tp.bin, "run"}, args...)...)
+	d.cmd.Stdout, d.cmd.Stderr = d.stdout, d.stderr
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		d.err = d.cmd.Wait()
+		close(d.done)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-d.done:
+		default:
+			d.cmd.Process.Kill()
+			<-d.done
+		}
+		if t.Failed() {
+			t.Logf("qtables run %v stderr:\n%s", args, d.stderr.String())
+		}
+	})
+	return d
+}
+
+// stop sends sig and waits for the exit.
+func (d *liveDaemon) stop(t *testing.T, sig syscall.Signal) error {
+	t.Helper()
+	if err := d.cmd.Process.Signal(sig); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-d.done:
+		return d.err
+	case <-time.After(15 * time.Second):
+		t.Fatalf("qtables run did not exit within 15s of %v:\n%s", sig, d.stderr.String())
+		return nil
+	}
+}
+
+// errStop ends eventually at once.
+type errStop struct{ error }
+
+// eventually polls fn until it returns nil, failing the test with fn's
+// last error at the deadline.
+func eventually(t *testing.T, timeout time.Duration, fn func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	delay := 10 * time.Millisecond
+	for {
+		err := fn()
+		if err == nil {
+			return
+		}
+		var stop errStop
+		if errors.As(err, &stop) || time.Now().After(deadline) {
+			t.Fatal(err)
+		}
+		time.Sleep(delay)
+		if delay < 200*time.Millisecond {
+			delay *= 2
+		}
+	}
+}
+
+func writeFile(t *testing.T, path, text string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+const liveRules = `*filter
+:INPUT ACCEPT [0:0]
+:FORWARD DROP [0:0]
+:OUTPUT ACCEPT [0:0]
+-A INPUT -p icmp -j DROP
+-A FORWARD -p tcp -m tcp --dport 80 -j MARK --set-xmark 0x50/0xffffffff
+-A FORWARD -p tcp -m tcp --dport 80 -j ACCEPT
+-A FORWARD -p tcp -m tcp --sport 80 -j ACCEPT
+-A FORWARD -p tcp -m tcp --dport 81 -j LOG --log-prefix "qt-drop81: "
+-A FORWARD -p tcp -m tcp --dport 81 -j DROP
+-A FORWARD -p icmp -m icmp --icmp-type 8 -j ACCEPT
+-A FORWARD -p icmp -m icmp --icmp-type 0 -j ACCEPT
+COMMIT
+`
+
+// liveReloadRules accepts port 81 in both directions.
+const liveReloadRules = `*filter
+:INPUT ACCEPT [0:0]
+:FORWARD DROP [0:0]
+:OUTPUT ACCEPT [0:0]
+-A FORWARD -p tcp -m multiport --ports 80,81 -j ACCEPT
+COMMIT
+`
+
+const (
+	acceptTimeout = 5 * time.Second
+	dropTimeout   = 700 * time.Millisecond
+)
+
+func expectDropped(t *testing.T, what string, err error) {
+	t.Helper()
+	if err == nil {
+		t.Fatalf("%s got through, want it dropped", what)
+	}
+	if !isTimeout(err) {
+		t.Fatalf("%s: %v, want a timeout (dropped)", what, err)
+	}
+}
+
+func TestLiveFilter(t *testing.T) {
+	tp := newLiveTopo(t)
+	rules := filepath.Join(tp.dir, "rules.v4")
+	writeFile(t, rules, liveRules)
+	counters, stats, logFile := filepath.Join(tp.dir, "counters"), filepath.Join(tp.dir, "stats.json"), filepath.Join(tp.dir, "log")
+	// A kernel rule after qtables' verdict counts the packets that carry
+	// qtables' mark.
+	tp.ipt(t, "-t", "mangle", "-A", "POSTROUTING", "-m", "mark", "--mark", "0x50")
+
+	d := tp.startDaemon(t, "--rules", rules, "--hook", "FORWARD", "--hook", "INPUT", "--queues", "0-1", "--workers", "2",
+		"--counters-file", counters, "--stats-file", stats, "--log-file", logFile)
+
+	// One daemon per namespace.
+	second := tp.spawn(t, "--rules", rules, "--hook", "FORWARD", "--queues", "5")
+	select {
+	case <-second.done:
+		if second.err == nil || !strings.Contains(second.stderr.String(), "another qtables daemon is running") {
+			t.Errorf("second daemon: %v\n%s", second.err, second.stderr.String())
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("a second daemon in the same namespace kept running")
+	}
+
+	// The hooks: one jump first in each built-in chain, the NFQUEUE rule
+	// balancing over both queues with bypass.
+	save := tp.ipt(t, "-S")
+	for _, want := range []string{
+		"-A INPUT -j QTABLES-INPUT\n", "-A FORWARD -j QTABLES-FORWARD\n",
+		"-A QTABLES-FORWARD -j NFQUEUE --queue-balance 0:1 --queue-bypass\n",
+		"-A QTABLES-INPUT -j NFQUEUE --queue-balance 0:1 --queue-bypass\n",
+	} {
+		if strings.Count(save, want) != 1 {
+			t.Errorf("router filter table lacks %q once:\n%s", want, save)
+		}
+	}
+	out, err := tp.router.Exec(nil, tp.bin, "hooks", "status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := string(out); !strings.Contains(s, "daemon: running") || strings.Count(s, "1 FIRST") != 2 {
+		t.Errorf("hooks status:\n%s", s)
+	}
+
+	// Traffic: port 80 passes (three connections), 81 is dropped, pings
+	// through the router pass, pings to the router are dropped at INPUT.
+	for i := 0; i < 3; i++ {
+		if err := tp.dial(80, acceptTimeout); err != nil {
+			t.Fatalf("port 80: %v", err)
+		}
+	}
+	expectDropped(t, "port 81", tp.dial(81, dropTimeout))
+	expectDropped(t, "port 82 (FORWARD policy DROP)", tp.dial(82, dropTimeout))
+	if err := tp.ping(serverAddr, acceptTimeout); err != nil {
+		t.Fatalf("ping through the router: %v", err)
+	}
+	expectDropped(t, "ping to the router", tp.ping(routerIn, dropTimeout))
+
+	// The LOG line: the kernel's format, with the MAC header of the frame
+	// the router received (its own address, the client's, IPv4).
+	wantLog := fmt.Sprintf("qt-drop81: IN=r0 OUT=r1 MAC=%s:%s:08:00 SRC=%s DST=%s LEN=60 ", tp.r0MAC, tp.clientMAC, clientAddr, serverAddr)
+	eventually(t, 5*time.Second, func() error {
+		b, _ := os.ReadFile(logFile)
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(l, wantLog) && strings.Contains(l, " TTL=63 ") && strings.Contains(l, " PROTO=TCP SPT=") &&
+				strings.Contains(l, " DPT=81 WINDOW=") && strings.Contains(l, " SYN URGP=0 ") {
+				return nil
+			}
+		}
+		return fmt.Errorf("no LOG line starting %q in:\n%s", wantLog, b)
+	})
+
+	// qtables' counters against the kernel's: every packet the NFQUEUE
+	// rules sent was judged, and every packet qtables marked passed the
+	// kernel's mark rule after the verdict.
+	var st queue.Stats
+	eventually(t, 5*time.Second, func() error {
+		if err := d.cmd.Process.Signal(syscall.SIGUSR1); err != nil {
+			return errStop{err}
+		}
+		time.Sleep(50 * time.Millisecond)
+		b, err := os.ReadFile(stats)
+		if err != nil {
+			return err
+		}
+		st = queue.Stats{}
+		if err := json.Unmarshal(b, &st); err != nil {
+			return err
+		}
+		queued := tp.kernelPackets(t, "filter", "QTABLES-FORWARD") + tp.kernelPackets(t, "filter", "QTABLES-INPUT")
+		if st.Received != queued || st.Accepted+st.Dropped != st.Received {
+			return fmt.Errorf("qtables received %d (accepted %d, dropped %d), kernel queued %d", st.Received, st.Accepted, st.Dropped, queued)
+		}
+		return nil
+	})
+	rs, err := engine.LoadFile(counters)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fwd, in := rs.Table("filter").Chain("FORWARD"), rs.Table("filter").Chain("INPUT")
+	markPkts, _ := fwd.Rules[0].Counters.Get()
+	kernelMarked := tp.kernelPackets(t, "mangle", "POSTROUTING")
+	if markPkts == 0 || markPkts != kernelMarked || st.Marked != markPkts {
+		t.Errorf("qtables MARK rule %d packets, stats marked %d, kernel saw %d marked packets", markPkts, st.Marked, kernelMarked)
+	}
+	// A dropped SYN to 81 (the kernel retransmits within the dial's
+	// deadline, so maybe more), pings in and out.
+	for _, c := range []struct {
+		name  string
+		chain interface{ Get() (uint64, uint64) }
+		min   uint64
+	}{
+		{"FORWARD 81 LOG", &fwd.Rules[3].Counters, 1},
+		{"FORWARD 81 DROP", &fwd.Rules[4].Counters, 1},
+		{"FORWARD echo request", &fwd.Rules[5].Counters, 1},
+		{"FORWARD echo reply", &fwd.Rules[6].Counters, 1},
+		{"INPUT icmp DROP", &in.Rules[0].Counters, 1},
+		{"FORWARD policy (port 82)", &fwd.Counters, 1},
+	} {
+		if p, _ := c.chain.Get(); p < c.min {
+			t.Errorf("%s: %d packets, want at least %d", c.name, p, c.min)
+		}
+	}
+	if p, _ := fwd.Rules[3].Counters.Get(); st.LogEvents != p || st.LogWritten != p || st.LogDropped != 0 {
+		t.Errorf("LOG rule %d packets; stats log_events %d, written %d, dropped %d", p, st.LogEvents, st.LogWritten, st.LogDropped)
+	}
+	if len(st.Kernel) != 2 || st.Panics != 0 || st.VerdictErrors != 0 {
+		t.Errorf("stats %+v", st)
+	}
+
+	// SIGHUP reloads: port 81 is accepted by the new rules. A broken file
+	// then leaves them in force.
+	writeFile(t, rules, liveReloadRules)
+	if err := d.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, func() error {
+		if !strings.Contains(d.stderr.String(), `msg="rules reloaded"`) {
+			return errors.New("no reload reported")
+		}
+		return nil
+	})
+	if err := tp.dial(81, acceptTimeout); err != nil {
+		t.Fatalf("port 81 after reload: %v", err)
+	}
+	writeFile(t, rules, "*filter\n-A FORWARD -p tcp --dport 99999 -j ACCEPT\nCOMMIT\n")
+	if err := d.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, func() error {
+		if !strings.Contains(d.stderr.String(), `msg="reload failed; the running rules stay in force"`) {
+			return errors.New("no failed reload reported")
+		}
+		return nil
+	})
+	if err := tp.dial(81, acceptTimeout); err != nil {
+		t.Fatalf("port 81 after a failed reload: %v", err)
+	}
+
+	// SIGTERM: a clean exit, the hooks gone, the files written.
+	if err := d.stop(t, syscall.SIGTERM); err != nil {
+		t.Fatalf("exit after SIGTERM: %v\n%s", err, d.stderr.String())
+	}
+	if left := tp.qtablesChains(t); len(left) > 0 {
+		t.Errorf("hooks left after SIGTERM: %q", left)
+	}
+	rs, err = engine.LoadFile(counters)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, _ := rs.Table("filter").Chain("FORWARD").Rules[0].Counters.Get(); p == 0 {
+		t.Error("the counters file written on exit has no packets for the reloaded rule")
+	}
+	// Without the daemon and its hooks the kernel forwards everything.
+	if err := tp.dial(82, acceptTimeout); err != nil {
+		t.Errorf("port 82 with the daemon stopped: %v", err)
+	}
+}
+
+// TestLiveKill: kill -9 leaves the hooks behind; with --queue-bypass
+// traffic flows unfiltered, and the next start replaces the stale hooks.
+func TestLiveKill(t *testing.T) {
+	tp := newLiveTopo(t)
+	rules := filepath.Join(tp.dir, "rules.v4")
+	writeFile(t, rules, liveRules)
+	d := tp.startDaemon(t, "--rules", rules, "--hook", "FORWARD", "--queues", "0")
+	if err := tp.dial(80, acceptTimeout); err != nil {
+		t.Fatalf("port 80: %v", err)
+	}
+	expectDropped(t, "port 81", tp.dial(81, dropTimeout))
+
+	if err := d.stop(t, syscall.SIGKILL); err == nil {
+		t.Fatal("kill -9 reported a clean exit")
+	}
+	stale := tp.qtablesChains(t)
+	if want := []string{"filter: -N QTABLES-FORWARD", "filter: -A FORWARD -j QTABLES-FORWARD",
+		"filter: -A QTABLES-FORWARD -j NFQUEUE --queue-num 0 --queue-bypass"}; strings.Join(stale, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("after kill -9: %q, want %q", stale, want)
+	}
+	out, _ := tp.router.Exec(nil, tp.bin, "hooks", "status")
+	if s := string(out); !strings.Contains(s, "daemon: not running") || !strings.Contains(s, "QTABLES-FORWARD") {
+		t.Errorf("hooks status after kill -9:\n%s", s)
+	}
+	// No reader, --queue-bypass: the kernel accepts what qtables dropped.
+	if err := tp.dial(81, acceptTimeout); err != nil {
+		t.Fatalf("port 81 with the daemon dead and --queue-bypass: %v", err)
+	}
+	if err := tp.dial(80, acceptTimeout); err != nil {
+		t.Fatalf("port 80 with the daemon dead: %v", err)
+	}
+
+	// The next start (other queues) replaces the stale hook.
+	d = tp.startDaemon(t, "--rules", rules, "--hook", "FORWARD", "--queues", "2-3")
+	if !strings.Contains(d.stderr.String(), "replacing hooks left by an earlier run") {
+		t.Errorf("the restart did not report the stale hooks:\n%s", d.stderr.String())
+	}
+	now := tp.qtablesChains(t)
+	if want := []string{"filter: -N QTABLES-FORWARD", "filter: -A FORWARD -j QTABLES-FORWARD",
+		"filter: -A QTABLES-FORWARD -j NFQUEUE --queue-balance 2:3 --queue-bypass"}; strings.Join(now, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("after restart: %q, want %q", now, want)
+	}
+	expectDropped(t, "port 81 after restart", tp.dial(81, dropTimeout))
+	if err := tp.dial(80, acceptTimeout); err != nil {
+		t.Fatalf("port 80 after restart: %v", err)
+	}
+	if err := d.stop(t, syscall.SIGINT); err != nil {
+		t.Fatalf("exit after SIGINT: %v", err)
+	}
+	if left := tp.qtablesChains(t); len(left) > 0 {
+		t.Errorf("hooks left after SIGINT: %q", left)
+	}
+}
+
+// TestLiveFailClosed: without --queue-bypass a dead daemon blocks the
+// hooked traffic until the hooks are removed by hand.
+func TestLiveFailClosed(t *testing.T) {
+	tp := newLiveTopo(t)
+	rules := filepath.Join(tp.dir, "rules.v4")
+	writeFile(t, rules, liveRules)
+	d := tp.startDaemon(t, "--rules", rules, "--hook", "FORWARD", "--queues", "0", "--fail-closed")
+	if got := tp.ipt(t, "-S", "QTABLES-FORWARD"); !strings.Contains(got, "-A QTABLES-FORWARD -j NFQUEUE --queue-num 0\n") {
+		t.Fatalf("fail-closed hook: %s", got)
+	}
+	if err := tp.dial(80, acceptTimeout); err != nil {
+		t.Fatalf("port 80: %v", err)
+	}
+	d.stop(t, syscall.SIGKILL)
+	expectDropped(t, "port 80 with the daemon dead and --fail-closed", tp.dial(80, dropTimeout))
+
+	out, err := tp.router.Exec(nil, tp.bin, "hooks", "remove")
+	if err != nil || !strings.Contains(string(out), "removed FORWARD") {
+		t.Fatalf("hooks remove: %v %s", err, out)
+	}
+	if left := tp.qtablesChains(t); len(left) > 0 {
+		t.Errorf("hooks left after hooks remove: %q", left)
+	}
+	if err := tp.dial(80, acceptTimeout); err != nil {
+		t.Fatalf("port 80 after hooks remove: %v", err)
+	}
+	// status with nothing installed: exit status 3.
+	_, err = tp.router.Exec(nil, tp.bin, "hooks", "status")
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 3 {
+		t.Errorf("hooks status with no hooks: %v, want exit status 3", err)
+	}
+	// install by hand, then status and remove.
+	if out, err := tp.router.Exec(nil, tp.bin, "hooks", "install", "--hook", "POSTROUTING", "--queues", "1-2"); err != nil {
+		t.Fatalf("hooks install: %v %s", err, out)
+	}
+	if got := tp.qtablesChains(t); strings.Join(got, "\n") != "mangle: -N QTABLES-POSTROUTING\nmangle: -A POSTROUTING -j QTABLES-POSTROUTING\n"+
+		"mangle: -A QTABLES-POSTROUTING -j NFQUEUE --queue-balance 1:2 --queue-bypass" {
+		t.Errorf("after hooks install: %q", got)
+	}
+	// Bypass with no reader: traffic still flows.
+	if err := tp.dial(80, acceptTimeout); err != nil {
+		t.Fatalf("port 80 with a bypass hook and no daemon: %v", err)
+	}
+	if out, err := tp.router.Exec(nil, tp.bin, "hooks", "remove", "--hook", "postrouting"); err != nil || !strings.Contains(string(out), "removed POSTROUTING") {
+		t.Fatalf("hooks remove --hook postrouting: %v %s", err, out)
+	}
+	if left := tp.qtablesChains(t); len(left) > 0 {
+		t.Errorf("hooks left: %q", left)
+	}
+}
