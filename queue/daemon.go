@@ -382,16 +382,32 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 		return errors.Join(errs...)
 	}
 
+	// A panic on this goroutine (in monitor, Install, ...) must not leave
+	// the hooks behind: clean up, then let it go on.
+	hooksMaybe, done := false, false
+	defer func() {
+		if !done {
+			if p := recover(); p != nil {
+				d.log.Error("panic in the daemon; removing hooks", "panic", p, "stack", string(debug.Stack()))
+				_ = shutdown(hooksMaybe)
+				panic(p)
+			}
+		}
+	}()
+
 	for q := int(d.cfg.Hooks.Queues.First); q <= int(d.cfg.Hooks.Queues.Last); q++ {
 		r, oerr := d.openReader(readCtx, uint16(q), fatal)
 		if oerr != nil {
+			done = true
 			return errors.Join(oerr, shutdown(false))
 		}
 		readers = append(readers, r)
 	}
 	// From the first Install call on, hooks may exist: every exit removes
 	// them, including a failed install.
+	hooksMaybe = true
 	if ierr := Install(ipt, d.cfg.Hooks); ierr != nil {
+		done = true
 		return errors.Join(fmt.Errorf("install hooks: %w", ierr), shutdown(true))
 	}
 	d.log.Info("qtables running", "hooks", fmt.Sprint(d.cfg.Hooks.Hooks), "queues", d.cfg.Hooks.Queues.String(),
@@ -403,6 +419,7 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 	} else {
 		d.log.Info("stopping")
 	}
+	done = true
 	return errors.Join(runErr, shutdown(true))
 }
 
@@ -512,32 +529,23 @@ func (d *Daemon) openReader(ctx context.Context, num uint16, fatal chan<- error)
 		}
 	}
 	r := &reader{num: num, nf: nf}
-	consecutive := 0
+	pol := readErrorPolicy{cnt: &d.cnt}
 	errfn := func(err error) int {
 		if ctx.Err() != nil {
-			return 1
+			return 1 // shutting down: the deadline in the past woke us
 		}
-		if errors.Is(err, syscall.ENOBUFS) {
-			// The kernel could not deliver packets to our socket; it
-			// dropped them (counted in user_dropped). Reading goes on.
-			d.cnt.enobufs.Add(1)
-			return 0
+		stop, ferr := pol.handle(err)
+		if ferr != nil {
+			fatal <- fmt.Errorf("queue %d: %w", num, ferr)
 		}
-		if errors.Is(err, net.ErrClosed) || errors.Is(err, syscall.EBADF) {
-			fatal <- fmt.Errorf("queue %d: %w", num, err)
-			return 1
-		}
-		d.cnt.readErrs.Add(1)
-		consecutive++
-		if consecutive > 1000 {
-			fatal <- fmt.Errorf("queue %d: %d read errors in a row, last: %w", num, consecutive, err)
+		if stop {
 			return 1
 		}
 		d.log.Debug("queue read error", "queue", num, "err", err)
 		return 0
 	}
 	fn := func(a nfqueue.Attribute) (ret int) {
-		consecutive = 0
+		pol.consecutive = 0
 		defer func() {
 			if p := recover(); p != nil {
 				d.cnt.panics.Add(1)
@@ -552,6 +560,35 @@ func (d *Daemon) openReader(ctx context.Context, num uint16, fatal chan<- error)
 		return nil, fmt.Errorf("queue %d: bind: %w (is another program bound to it?)", num, err)
 	}
 	return r, nil
+}
+
+// readErrorPolicy decides what a receive error means. The reader goes on
+// after ENOBUFS (the kernel dropped packets it could not deliver: counted,
+// never fatal) and after an error the kernel returns for a verdict (a
+// packet id that had already gone); it stops on a closed socket and after
+// too many errors in a row, which only a broken socket produces.
+type readErrorPolicy struct {
+	cnt         *counters
+	consecutive int
+}
+
+// maxConsecutiveReadErrors is the "too many" above.
+const maxConsecutiveReadErrors = 1000
+
+func (p *readErrorPolicy) handle(err error) (stop bool, fatal error) {
+	if errors.Is(err, syscall.ENOBUFS) {
+		p.cnt.enobufs.Add(1)
+		return false, nil
+	}
+	if errors.Is(err, net.ErrClosed) || errors.Is(err, syscall.EBADF) {
+		return true, err
+	}
+	p.cnt.readErrs.Add(1)
+	p.consecutive++
+	if p.consecutive > maxConsecutiveReadErrors {
+		return true, fmt.Errorf("%d read errors in a row, last: %w", p.consecutive, err)
+	}
+	return false, nil
 }
 
 // dispatch hands a packet to the worker of its flow.

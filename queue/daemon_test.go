@@ -5,13 +5,16 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 
 	nfqueue "github.com/florianl/go-nfqueue/v2"
+	"github.com/mdlayher/netlink"
 
 	"github.com/qtables/qtables/engine"
 	"github.com/qtables/qtables/matchers"
@@ -299,4 +302,37 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+func TestReadErrorPolicy(t *testing.T) {
+	var cnt counters
+	p := readErrorPolicy{cnt: &cnt}
+	enobufs := &netlink.OpError{Op: "receive", Err: os.NewSyscallError("recvmsg", syscall.ENOBUFS)}
+	for i := 0; i < 3; i++ {
+		if stop, fatal := p.handle(enobufs); stop || fatal != nil {
+			t.Fatalf("ENOBUFS: stop %v, fatal %v", stop, fatal)
+		}
+	}
+	if cnt.enobufs.Load() != 3 || cnt.readErrs.Load() != 0 {
+		t.Errorf("enobufs %d, read errors %d", cnt.enobufs.Load(), cnt.readErrs.Load())
+	}
+	// A verdict for a packet the kernel no longer holds comes back as an
+	// error message: counted, not fatal.
+	enoent := &netlink.OpError{Op: "receive", Err: os.NewSyscallError("recvmsg", syscall.ENOENT)}
+	if stop, fatal := p.handle(enoent); stop || fatal != nil {
+		t.Errorf("ENOENT: stop %v, fatal %v", stop, fatal)
+	}
+	closed := &netlink.OpError{Op: "receive", Err: net.ErrClosed}
+	if stop, fatal := p.handle(closed); !stop || fatal == nil {
+		t.Errorf("closed socket: stop %v, fatal %v", stop, fatal)
+	}
+	p = readErrorPolicy{cnt: &cnt}
+	var stop bool
+	var fatal error
+	for i := 0; i <= maxConsecutiveReadErrors && !stop; i++ {
+		stop, fatal = p.handle(enoent)
+	}
+	if !stop || fatal == nil || !strings.Contains(fatal.Error(), "in a row") {
+		t.Errorf("endless errors: stop %v, fatal %v", stop, fatal)
+	}
 }
