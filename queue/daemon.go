@@ -55,6 +55,11 @@ type Config struct {
 	// the daemon's statistics as JSON.
 	CountersFile string
 	StatsFile    string
+	// OffloadAfter is the fast path's inspection depth (with
+	// Hooks.OffloadMask): a flow is offloaded to the kernel after this many
+	// accepted packets, at least one each way, none marked or logged by
+	// the rules (default 4: a TCP handshake and the first data).
+	OffloadAfter int
 	// DrainTimeout bounds how long shutdown waits for packets already
 	// queued after the hooks are gone (default 2s).
 	DrainTimeout time.Duration
@@ -99,6 +104,9 @@ func (c *Config) defaults() error {
 	}
 	if c.LogBurst == 0 {
 		c.LogBurst = int(2 * c.LogRate)
+	}
+	if c.Hooks.OffloadMask != 0 && c.OffloadAfter <= 0 {
+		c.OffloadAfter = 4
 	}
 	if c.DrainTimeout == 0 {
 		c.DrainTimeout = 2 * time.Second
@@ -635,15 +643,38 @@ func (d *Daemon) dispatch(ctx context.Context, q verdicter, a *nfqueue.Attribute
 
 func (d *Daemon) work(jobs <-chan job) {
 	j := NewJudge(d.cfg.defaultVerdict())
+	ft := d.newFlowTable()
 	for jb := range jobs {
-		d.handle(j, &jb)
+		d.handle(j, ft, &jb)
 		d.inflight.Add(-1)
 	}
 }
 
-// handle judges one packet and gives the kernel its verdict.
-func (d *Daemon) handle(j *Judge, jb *job) {
+// newFlowTable returns a worker's flow table, or nil without the fast path.
+func (d *Daemon) newFlowTable() *flowTable {
+	if d.cfg.Hooks.OffloadMask == 0 {
+		return nil
+	}
+	return newFlowTable(d.cfg.OffloadAfter)
+}
+
+// handle judges one packet and gives the kernel its verdict. ft is the
+// worker's flow table for the fast path (nil without it).
+func (d *Daemon) handle(j *Judge, ft *flowTable, jb *job) {
 	out := d.judge(j, jb)
+	mask := d.cfg.Hooks.OffloadMask
+	// A packet that already carries the offload bits was marked by someone
+	// else, or came back after a repeat: never repeat it again.
+	if ft != nil && !out.Undecodable && !out.Unsupported && !out.Panicked && !out.NoChain && jb.mark&mask == 0 &&
+		ft.observe(&j.view, out.Verdict, out.MarkChanged || len(j.Events()) > 0, time.Now().Unix()) {
+		d.cnt.offloaded.Add(1)
+		d.cnt.accepted.Add(1)
+		if err := jb.q.SetVerdictWithOption(jb.id, nfqueue.NfRepeat, nfqueue.WithMark(out.Mark|mask)); err != nil {
+			d.cnt.verdictErrs.Add(1)
+			d.log.Debug("verdict not taken", "id", jb.id, "err", err)
+		}
+		return
+	}
 	v := nfqueue.NfAccept
 	if out.Verdict == matchers.Drop {
 		v = nfqueue.NfDrop
@@ -673,7 +704,7 @@ func (d *Daemon) judge(j *Judge, jb *job) (out Outcome) {
 			d.log.Error("panic while judging a packet; it gets the default verdict",
 				"panic", p, "hook", matchers.Hook(jb.hook).String(), "verdict", d.cfg.defaultVerdict().String(),
 				"stack", string(debug.Stack()))
-			out = Outcome{Verdict: d.cfg.defaultVerdict(), Mark: jb.mark}
+			out = Outcome{Verdict: d.cfg.defaultVerdict(), Mark: jb.mark, Panicked: true}
 		}
 	}()
 	m := Meta{Hook: matchers.Hook(jb.hook), Mark: jb.mark, Now: time.Now()}
@@ -693,7 +724,7 @@ func (d *Daemon) judge(j *Judge, jb *job) (out Outcome) {
 	r := d.rules.Load()
 	if m.Hook <= matchers.HookPostrouting && !r.HasHook(m.Hook) {
 		d.cnt.noChain.Add(1)
-		return Outcome{Verdict: matchers.Accept, Mark: jb.mark}
+		return Outcome{Verdict: matchers.Accept, Mark: jb.mark, NoChain: true}
 	}
 	out = j.Judge(r, jb.data, &m)
 	switch {

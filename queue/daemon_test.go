@@ -110,7 +110,7 @@ func TestDaemonHandle(t *testing.T) {
 		{icmpEcho("10.0.1.2", "10.0.2.2"), nfqueue.NfAccept, 0},          // the worker goes on
 	}
 	for i, p := range pkts {
-		d.handle(j, &job{q: q, id: uint32(i + 1), data: p.data, hook: uint8(matchers.HookForward)})
+		d.handle(j, nil, &job{q: q, id: uint32(i + 1), data: p.data, hook: uint8(matchers.HookForward)})
 	}
 	if len(q.v) != len(pkts) {
 		t.Fatalf("verdicts %+v", q.v)
@@ -167,11 +167,11 @@ func TestDaemonDefaultDrop(t *testing.T) {
 	defer d.sink.Close()
 	q := &fakeQueue{}
 	j := NewJudge(d.cfg.defaultVerdict())
-	d.handle(j, &job{q: q, id: 1, data: tcpSyn("10.0.1.2", "10.0.2.2", 1, 99), hook: uint8(matchers.HookForward)})
-	d.handle(j, &job{q: q, id: 2, data: []byte{0x45}, hook: uint8(matchers.HookForward)})
+	d.handle(j, nil, &job{q: q, id: 1, data: tcpSyn("10.0.1.2", "10.0.2.2", 1, 99), hook: uint8(matchers.HookForward)})
+	d.handle(j, nil, &job{q: q, id: 2, data: []byte{0x45}, hook: uint8(matchers.HookForward)})
 	// A hook the rules have no chain for gets ACCEPT, as a kernel hook
 	// without rules does.
-	d.handle(j, &job{q: q, id: 3, data: tcpSyn("10.0.1.2", "10.0.2.2", 1, 99), hook: uint8(matchers.HookPrerouting)})
+	d.handle(j, nil, &job{q: q, id: 3, data: tcpSyn("10.0.1.2", "10.0.2.2", 1, 99), hook: uint8(matchers.HookPrerouting)})
 	want := []verdictRec{{1, nfqueue.NfDrop, 0}, {2, nfqueue.NfDrop, 0}}
 	if len(q.v) != 3 || q.v[0] != want[0] || q.v[1] != want[1] {
 		t.Errorf("verdicts %+v, want %+v", q.v, want)
@@ -232,7 +232,7 @@ func TestReload(t *testing.T) {
 		t.Fatal(err)
 	}
 	q := &fakeQueue{}
-	d.handle(NewJudge(matchers.Accept), &job{q: q, id: 1, data: tcpSyn("10.0.1.2", "10.0.2.2", 1, 81), hook: uint8(matchers.HookForward)})
+	d.handle(NewJudge(matchers.Accept), nil, &job{q: q, id: 1, data: tcpSyn("10.0.1.2", "10.0.2.2", 1, 81), hook: uint8(matchers.HookForward)})
 	if len(q.v) != 1 || q.v[0].verdict != nfqueue.NfAccept {
 		t.Errorf("after reload: %+v, want ACCEPT", q.v)
 	}

@@ -113,6 +113,37 @@ type HookConfig struct {
 	// CPUFanout adds --queue-cpu-fanout (only with more than one queue):
 	// the queue is chosen by CPU rather than by flow hash.
 	CPUFanout bool
+	// OffloadMask, when non-zero, puts the connmark fast path before the
+	// NFQUEUE rule: a connection whose mark has these bits is accepted by
+	// the kernel without queueing, and a packet the daemon hands back
+	// (NF_REPEAT) with these bits in its packet mark has them saved to its
+	// connection's mark. The bits are qtables' own: other users of the
+	// packet and connection marks keep theirs.
+	OffloadMask uint32
+}
+
+// ChainSpecs are the rules of a hook chain in order, as go-iptables takes
+// them: the fast path (with OffloadMask) and the NFQUEUE rule.
+func (c HookConfig) ChainSpecs() [][]string {
+	var specs [][]string
+	if c.OffloadMask != 0 {
+		m := markArg(c.OffloadMask, c.OffloadMask)
+		specs = append(specs,
+			[]string{"-m", "connmark", "--mark", m, "-j", "ACCEPT"},
+			[]string{"-m", "mark", "--mark", m, "-j", "CONNMARK", "--set-xmark", fmt.Sprintf("0x%x/0x%x", c.OffloadMask, c.OffloadMask)},
+			[]string{"-m", "mark", "--mark", m, "-j", "ACCEPT"},
+		)
+	}
+	return append(specs, c.QueueRuleSpec())
+}
+
+// markArg is VALUE/MASK as iptables -S prints a mark match (no mask when
+// it is all ones).
+func markArg(value, mask uint32) string {
+	if mask == 0xffffffff {
+		return fmt.Sprintf("0x%x", value)
+	}
+	return fmt.Sprintf("0x%x/0x%x", value, mask)
 }
 
 // QueueRuleSpec is the NFQUEUE rule of a hook chain, as go-iptables takes
@@ -164,15 +195,15 @@ func ruleLine(chain string, spec []string) string {
 
 // Install puts the hook chains of cfg into the kernel and returns once
 // every hook is live. A chain left by an earlier run (a killed daemon, a
-// different queue range) is replaced without a gap: the new NFQUEUE rule
-// is appended before the old rules are deleted, and duplicate jumps from
+// different queue range) is replaced without a gap: the new rules are
+// appended before the old rules are deleted, and duplicate jumps from
 // the built-in chain are reduced to one at the head of the chain. On error
 // the hooks installed so far stay; the caller removes them.
 func Install(ipt IPTables, cfg HookConfig) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
-	spec := cfg.QueueRuleSpec()
+	specs := cfg.ChainSpecs()
 	for _, h := range cfg.Hooks {
 		table, chain := HookTable(h), HookChain(h)
 		exists, err := ipt.ChainExists(table, chain)
@@ -187,8 +218,10 @@ func Install(ipt IPTables, cfg HookConfig) error {
 		} else if err := ipt.NewChain(table, chain); err != nil {
 			return fmt.Errorf("hook %s: create chain %s in %s: %w", h, chain, table, err)
 		}
-		if err := ipt.Append(table, chain, spec...); err != nil {
-			return fmt.Errorf("hook %s: add NFQUEUE rule to %s: %w", h, chain, err)
+		for _, spec := range specs {
+			if err := ipt.Append(table, chain, spec...); err != nil {
+				return fmt.Errorf("hook %s: add rule %q to %s: %w", h, strings.Join(spec, " "), chain, err)
+			}
 		}
 		for range old {
 			if err := ipt.DeleteById(table, chain, 1); err != nil {

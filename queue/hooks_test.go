@@ -346,13 +346,25 @@ func TestHooksKernel(t *testing.T) {
 		!strings.Contains(got, "-A QTABLES-POSTROUTING -j NFQUEUE --queue-balance 0:1 --queue-bypass\n") {
 		t.Errorf("mangle after install:\n%s", got)
 	}
-	// A second run with other queues replaces the rule in place.
-	cfg.Queues, cfg.Bypass = QueueRange{4, 4}, false
+	// A second run with other queues and the fast path replaces the rules
+	// in place; iptables prints them back exactly as ChainSpecs spells them.
+	cfg.Queues, cfg.Bypass, cfg.OffloadMask = QueueRange{4, 4}, false, 0x40000000
 	if err := Install(ipt, cfg); err != nil {
 		t.Fatal(err)
 	}
+	want := []string{
+		"-A QTABLES-FORWARD -m connmark --mark 0x40000000/0x40000000 -j ACCEPT",
+		"-A QTABLES-FORWARD -m mark --mark 0x40000000/0x40000000 -j CONNMARK --set-xmark 0x40000000/0x40000000",
+		"-A QTABLES-FORWARD -m mark --mark 0x40000000/0x40000000 -j ACCEPT",
+		"-A QTABLES-FORWARD -j NFQUEUE --queue-num 4",
+	}
+	for i, spec := range cfg.ChainSpecs() {
+		if got := ruleLine("QTABLES-FORWARD", spec); got != want[i] {
+			t.Errorf("ChainSpecs()[%d] = %q, want %q", i, got, want[i])
+		}
+	}
 	if got := save("filter"); strings.Count(got, "-j QTABLES-FORWARD") != 1 ||
-		!strings.Contains(got, "-A QTABLES-FORWARD -j NFQUEUE --queue-num 4\n") || strings.Contains(got, "balance") {
+		!strings.Contains(got, strings.Join(want, "\n")+"\n") || strings.Contains(got, "balance") {
 		t.Errorf("filter after re-install:\n%s", got)
 	}
 	st, err := Status(ipt)
@@ -360,7 +372,7 @@ func TestHooksKernel(t *testing.T) {
 		t.Fatal(err)
 	}
 	if len(st) != 2 || st[0].Hook != matchers.HookForward || st[0].Jumps != 1 || !st[0].First ||
-		!slices.Equal(st[0].Rules, []string{"-A QTABLES-FORWARD -j NFQUEUE --queue-num 4"}) {
+		!slices.Equal(st[0].Rules, want) {
 		t.Errorf("Status = %+v", st)
 	}
 	if err := Remove(ipt, nil); err != nil {

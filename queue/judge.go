@@ -103,6 +103,11 @@ type Outcome struct {
 	// Unsupported is set when the rules returned a verdict other than
 	// ACCEPT or DROP (QUEUE, STOLEN), replaced by the default verdict.
 	Unsupported bool
+	// Panicked is set by the daemon when judging panicked and the
+	// default verdict was given; NoChain when no table of the rules has a
+	// chain at the packet's hook (ACCEPT, nothing evaluated).
+	Panicked bool
+	NoChain  bool
 }
 
 // Judge is one worker's evaluation state. It is not safe for concurrent

@@ -26,6 +26,7 @@ type counters struct {
 	verdictErrs atomic.Uint64
 	enobufs     atomic.Uint64
 	readErrs    atomic.Uint64
+	offloaded   atomic.Uint64
 	reloads     atomic.Uint64
 	reloadFails atomic.Uint64
 }
@@ -66,6 +67,10 @@ type Stats struct {
 	VerdictErrors uint64 `json:"verdict_errors"`
 	ENOBUFS       uint64 `json:"enobufs"`
 	ReadErrors    uint64 `json:"read_errors"`
+	// Offloaded counts flows handed to the kernel's connmark fast path
+	// (their later packets are never queued; the hook chain's connmark
+	// rule counts them).
+	Offloaded uint64 `json:"offloaded_flows"`
 	// Reloads and ReloadFailures count rule reloads.
 	Reloads        uint64 `json:"reloads"`
 	ReloadFailures uint64 `json:"reload_failures"`
@@ -80,7 +85,7 @@ func (c *counters) snapshot() Stats {
 		Marked: c.marked.Load(), Undecodable: c.undecodable.Load(), Unsupported: c.unsupported.Load(),
 		NoChain: c.noChain.Load(), Panics: c.panics.Load(), RejectEvents: c.rejects.Load(),
 		LogEvents: c.logEvents.Load(), VerdictErrors: c.verdictErrs.Load(), ENOBUFS: c.enobufs.Load(),
-		ReadErrors: c.readErrs.Load(), Reloads: c.reloads.Load(), ReloadFailures: c.reloadFails.Load(),
+		ReadErrors: c.readErrs.Load(), Offloaded: c.offloaded.Load(), Reloads: c.reloads.Load(), ReloadFailures: c.reloadFails.Load(),
 	}
 }
 
