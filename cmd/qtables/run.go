@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -18,10 +19,11 @@ import (
 
 // hookFlags are the options shared by `run` and `hooks install`.
 type hookFlags struct {
-	hooks      []string
-	queues     string
-	failClosed bool
-	cpuFanout  bool
+	hooks       []string
+	queues      string
+	failClosed  bool
+	cpuFanout   bool
+	offloadMask string
 }
 
 func (f *hookFlags) register(c *cobra.Command) {
@@ -29,11 +31,16 @@ func (f *hookFlags) register(c *cobra.Command) {
 	c.Flags().StringVar(&f.queues, "queues", "0", "NFQUEUE numbers to use: N or N-M (one reader per queue, kernel-side --queue-balance)")
 	c.Flags().BoolVar(&f.failClosed, "fail-closed", false, "install the NFQUEUE rules without --queue-bypass: while no daemon reads the queues the kernel drops the hooked traffic")
 	c.Flags().BoolVar(&f.cpuFanout, "queue-cpu-fanout", false, "choose the queue by CPU instead of by flow hash (--queue-cpu-fanout; needs several queues)")
+	c.Flags().StringVar(&f.offloadMask, "offload-mask", "0", "connmark bits of the kernel fast path, e.g. 0x40000000 (0: off): connections with these bits are accepted by the kernel without queueing")
 }
 
 func (f *hookFlags) config() (queue.HookConfig, error) {
 	cfg := queue.HookConfig{Bypass: !f.failClosed, CPUFanout: f.cpuFanout}
-	var err error
+	mask, err := strconv.ParseUint(f.offloadMask, 0, 32)
+	if err != nil {
+		return cfg, fmt.Errorf("--offload-mask %q: not a 32-bit number", f.offloadMask)
+	}
+	cfg.OffloadMask = uint32(mask)
 	if cfg.Queues, err = queue.ParseQueueRange(f.queues); err != nil {
 		return cfg, err
 	}
@@ -64,6 +71,7 @@ func newRunCmd() *cobra.Command {
 		countersFile string
 		statsFile    string
 		debug        bool
+		offloadAfter int
 	)
 	c := &cobra.Command{
 		Use:   "run --rules RULES --hook HOOK [--hook HOOK ...] [--queues N-M]",
@@ -87,6 +95,15 @@ e.g. ip netns exec NS qtables run ...
 Signals: SIGHUP re-reads the rules file (a file that fails to load leaves
 the running rules in force and the error is logged); SIGUSR1 writes the
 --counters-file and --stats-file; SIGINT and SIGTERM stop the daemon.
+
+Fast path (--offload-mask M): the hook chains accept connections whose
+connmark has the bits M before queueing. Once qtables has accepted
+--offload-after packets of a flow, at least one in each direction, and none
+of them was marked or logged by the rules, it hands the flow to the kernel:
+the verdict sets the bits in the connection's mark, and later packets of the
+connection never reach the queue. The rules' later decisions for that flow
+are then not applied: choose --offload-after as the inspection depth your
+rules need. M must be bits no one else uses in the packet or connection mark.
 
 Outputs: LOG lines (the kernel's format) go to stdout or --log-file,
 rate-limited (--log-rate lines per second, --log-burst); the daemon's own
@@ -127,7 +144,7 @@ kernel's per-queue counters from /proc/net/netfilter/nfnetlink_queue
 			d, err := queue.New(queue.Config{
 				RulesPath: rules, Hooks: hooks, Workers: workers, QueueLen: queueLen, SockBuf: sockBuf,
 				FailOpen: failOpen, DefaultDrop: defDrop, LogOutput: logOut, LogRate: logRate, LogBurst: logBurst,
-				CountersFile: countersFile, StatsFile: statsFile, Logger: logger,
+				CountersFile: countersFile, StatsFile: statsFile, Logger: logger, OffloadAfter: offloadAfter,
 			})
 			if err != nil {
 				return err
@@ -177,6 +194,7 @@ kernel's per-queue counters from /proc/net/netfilter/nfnetlink_queue
 	fl.IntVar(&logBurst, "log-burst", 200, "LOG lines that may be written at once above --log-rate")
 	fl.StringVar(&countersFile, "counters-file", "", "write the rules with counters (iptables-save -c format) here on exit and on SIGUSR1")
 	fl.StringVar(&statsFile, "stats-file", "", "write the daemon's statistics (JSON) here on exit and on SIGUSR1")
+	fl.IntVar(&offloadAfter, "offload-after", 4, "with --offload-mask: hand a flow to the kernel after this many accepted packets (at least one each way, none marked or logged by the rules)")
 	fl.BoolVar(&debug, "debug", false, "log debug messages")
 	_ = c.MarkFlagRequired("rules")
 	_ = c.MarkFlagRequired("hook")

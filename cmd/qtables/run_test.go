@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -97,7 +98,10 @@ func newLiveTopo(t *testing.T) *liveTopo {
 	must(err)
 	tp.clientMAC, tp.r0MAC = c0.MAC, r0.MAC
 	for _, port := range []int{80, 81, 82} {
-		tp.serveEcho(t, port)
+		tp.serveEcho(t, port, false)
+	}
+	for _, port := range []int{83, 84} {
+		tp.serveEcho(t, port, true)
 	}
 	return tp
 }
@@ -118,8 +122,8 @@ func buildQtables(t *testing.T, dir string) string {
 }
 
 // serveEcho listens on the server's port and echoes one line per
-// connection.
-func (tp *liveTopo) serveEcho(t *testing.T, port int) {
+// connection, or every line until EOF when many is set.
+func (tp *liveTopo) serveEcho(t *testing.T, port int, many bool) {
 	t.Helper()
 	var ln net.Listener
 	err := tp.server.Do(func() error {
@@ -139,10 +143,16 @@ func (tp *liveTopo) serveEcho(t *testing.T, port int) {
 			}
 			go func() {
 				defer c.Close()
-				c.SetDeadline(time.Now().Add(5 * time.Second))
-				line, err := bufio.NewReader(c).ReadString('\n')
-				if err == nil {
-					io.WriteString(c, "echo "+line)
+				c.SetDeadline(time.Now().Add(10 * time.Second))
+				r := bufio.NewReader(c)
+				for {
+					line, err := r.ReadString('\n')
+					if err != nil {
+						return
+					}
+					if _, err := io.WriteString(c, "echo "+line); err != nil || !many {
+						return
+					}
 				}
 			}()
 		}
@@ -203,6 +213,57 @@ func (tp *liveTopo) ping(dst netip.Addr, timeout time.Duration) error {
 			}
 		}
 	})
+}
+
+// converse opens one connection to port and exchanges n lines, each
+// echoed before the next is sent.
+func (tp *liveTopo) converse(port, n int, timeout time.Duration) error {
+	return tp.client.Do(func() error {
+		d := net.Dialer{Timeout: timeout}
+		c, err := d.Dial("tcp4", netip.AddrPortFrom(serverAddr, uint16(port)).String())
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(timeout))
+		r := bufio.NewReader(c)
+		for i := 0; i < n; i++ {
+			msg := fmt.Sprintf("line %d\n", i)
+			if _, err := io.WriteString(c, msg); err != nil {
+				return err
+			}
+			line, err := r.ReadString('\n')
+			if err != nil {
+				return fmt.Errorf("line %d: %w", i, err)
+			}
+			if line != "echo "+msg {
+				return fmt.Errorf("echo %q for %q", line, msg)
+			}
+		}
+		return nil
+	})
+}
+
+// ruleCounts returns the packet counter of each rule of a router chain.
+func (tp *liveTopo) ruleCounts(t *testing.T, table, chain string) []uint64 {
+	t.Helper()
+	var out []uint64
+	for _, l := range strings.Split(tp.ipt(t, "-t", table, "-v", "-S", chain), "\n") {
+		f := strings.Fields(l)
+		if len(f) == 0 || f[0] != "-A" {
+			continue
+		}
+		i := slices.Index(f, "-c")
+		if i < 0 || i+1 >= len(f) {
+			t.Fatalf("no counters in %q", l)
+		}
+		p, err := strconv.ParseUint(f[i+1], 10, 64)
+		if err != nil {
+			t.Fatalf("counter in %q: %v", l, err)
+		}
+		out = append(out, p)
+	}
+	return out
 }
 
 func inetChecksum(b []byte) uint16 {
@@ -355,6 +416,28 @@ func (d *liveDaemon) stop(t *testing.T, sig syscall.Signal) error {
 	}
 }
 
+// readStats has the daemon write its stats file (SIGUSR1) and reads the
+// fresh file.
+func (d *liveDaemon) readStats(t *testing.T, path string) queue.Stats {
+	t.Helper()
+	if err := os.Remove(path); err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	if err := d.cmd.Process.Signal(syscall.SIGUSR1); err != nil {
+		t.Fatal(err)
+	}
+	var st queue.Stats
+	eventually(t, 5*time.Second, func() error {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		st = queue.Stats{}
+		return json.Unmarshal(b, &st)
+	})
+	return st
+}
+
 // errStop ends eventually at once.
 type errStop struct{ error }
 
@@ -502,18 +585,7 @@ func TestLiveFilter(t *testing.T) {
 	// kernel's mark rule after the verdict.
 	var st queue.Stats
 	eventually(t, 5*time.Second, func() error {
-		if err := d.cmd.Process.Signal(syscall.SIGUSR1); err != nil {
-			return errStop{err}
-		}
-		time.Sleep(50 * time.Millisecond)
-		b, err := os.ReadFile(stats)
-		if err != nil {
-			return err
-		}
-		st = queue.Stats{}
-		if err := json.Unmarshal(b, &st); err != nil {
-			return err
-		}
+		st = d.readStats(t, stats)
 		queued := tp.kernelPackets(t, "filter", "QTABLES-FORWARD") + tp.kernelPackets(t, "filter", "QTABLES-INPUT")
 		if st.Received != queued || st.Accepted+st.Dropped != st.Received {
 			return fmt.Errorf("qtables received %d (accepted %d, dropped %d), kernel queued %d", st.Received, st.Accepted, st.Dropped, queued)
@@ -707,5 +779,82 @@ func TestLiveFailClosed(t *testing.T) {
 	}
 	if left := tp.qtablesChains(t); len(left) > 0 {
 		t.Errorf("hooks left: %q", left)
+	}
+}
+
+// TestLiveOffload: the connmark fast path. After the handshake and the
+// first data of an accepted TCP flow, the rest of the flow never reaches
+// the queue: the kernel's counters and qtables' own show it. A flow whose
+// packets the rules log is never offloaded.
+func TestLiveOffload(t *testing.T) {
+	tp := newLiveTopo(t)
+	rules := filepath.Join(tp.dir, "rules.v4")
+	writeFile(t, rules, `*filter
+:INPUT ACCEPT [0:0]
+:FORWARD DROP [0:0]
+:OUTPUT ACCEPT [0:0]
+-A FORWARD -p tcp -m tcp --dport 84 -j LOG --log-prefix "qt84: "
+-A FORWARD -p tcp -m multiport --ports 83,84 -j ACCEPT
+COMMIT
+`)
+	stats := filepath.Join(tp.dir, "stats.json")
+	d := tp.startDaemon(t, "--rules", rules, "--hook", "FORWARD", "--queues", "0", "--offload-mask", "0x40000000",
+		"--offload-after", "4", "--stats-file", stats, "--log-file", filepath.Join(tp.dir, "log"))
+	const lines = 20
+	if err := tp.converse(83, lines, acceptTimeout); err != nil {
+		t.Fatalf("port 83: %v", err)
+	}
+	readStats := func() queue.Stats { return d.readStats(t, stats) }
+	// Rules of QTABLES-FORWARD: connmark accept, CONNMARK save, mark
+	// accept, NFQUEUE.
+	var c []uint64
+	eventually(t, 5*time.Second, func() error {
+		c = tp.ruleCounts(t, "filter", "QTABLES-FORWARD")
+		if len(c) != 4 {
+			return errStop{fmt.Errorf("QTABLES-FORWARD has %d rules:\n%s", len(c), tp.ipt(t, "-S", "QTABLES-FORWARD"))}
+		}
+		if st := readStats(); st.Received != c[3] {
+			return fmt.Errorf("qtables received %d packets, the NFQUEUE rule queued %d", st.Received, c[3])
+		}
+		return nil
+	})
+	// SYN, SYN-ACK, ACK, first data: the fourth is handed back with the
+	// offload bits (CONNMARK once); every later packet, 19 more lines each
+	// way and their ACKs, takes the kernel's path.
+	t.Logf("offloaded flow: %d packets queued, %d carried by the kernel's connmark rule", c[3], c[0])
+	if c[1] != 1 || c[2] != 1 {
+		t.Errorf("CONNMARK rule %d, mark ACCEPT rule %d packets, want 1 and 1", c[1], c[2])
+	}
+	if c[3] > 6 {
+		t.Errorf("%d packets of an offloaded flow were queued, want the first 4 (a few more in flight at most)", c[3])
+	}
+	if c[0] < 2*(lines-1) {
+		t.Errorf("the fast path carried %d packets, want at least %d", c[0], 2*(lines-1))
+	}
+	if st := readStats(); st.Offloaded != 1 {
+		t.Errorf("stats: %d flows offloaded, want 1", st.Offloaded)
+	}
+
+	// Port 84 is logged: every packet stays with qtables.
+	queuedBefore := c[3]
+	if err := tp.converse(84, lines, acceptTimeout); err != nil {
+		t.Fatalf("port 84: %v", err)
+	}
+	st := readStats()
+	c = tp.ruleCounts(t, "filter", "QTABLES-FORWARD")
+	if st.Offloaded != 1 {
+		t.Errorf("a logged flow was offloaded: %d flows offloaded", st.Offloaded)
+	}
+	if q := c[3] - queuedBefore; q < 2*lines {
+		t.Errorf("only %d packets of the logged flow were queued, want at least %d", q, 2*lines)
+	}
+	if st.LogEvents < lines {
+		t.Errorf("%d LOG events for %d client lines", st.LogEvents, lines)
+	}
+	if err := d.stop(t, syscall.SIGTERM); err != nil {
+		t.Fatalf("exit after SIGTERM: %v", err)
+	}
+	if left := tp.qtablesChains(t); len(left) > 0 {
+		t.Errorf("hooks left after SIGTERM: %q", left)
 	}
 }
