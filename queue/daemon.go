@@ -18,6 +18,7 @@ import (
 	"time"
 
 	nfqueue "github.com/florianl/go-nfqueue/v2"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/qtables/qtables/engine"
 	"github.com/qtables/qtables/matchers"
@@ -66,6 +67,9 @@ type Config struct {
 	// MonitorInterval is how often kernel queue drops are checked and
 	// reported (default 5s).
 	MonitorInterval time.Duration
+	// MetricsAddr, when set, serves Prometheus metrics at /metrics on this
+	// address (in the daemon's network namespace).
+	MetricsAddr string
 	// Logger receives the daemon's own messages (default slog.Default()).
 	Logger *slog.Logger
 	// IPTables installs the hooks (default: the iptables binary).
@@ -137,6 +141,8 @@ type job struct {
 	hwProto uint16
 	hw      [6]byte
 	hasHw   bool
+	// arrived is when the reader got the packet, for the latency histogram.
+	arrived time.Time
 }
 
 // Daemon is the live filter: readers, workers, hooks, reload and
@@ -151,6 +157,10 @@ type Daemon struct {
 
 	workers  []chan job
 	inflight atomic.Int64
+
+	// latency observes the time from a packet's arrival in the reader to
+	// its verdict.
+	latency prometheus.Histogram
 
 	rejectSeen atomic.Bool
 	// lastKernel is the kernel's view of the queues taken just before they
@@ -173,7 +183,7 @@ func New(cfg Config) (*Daemon, error) {
 			return nil, fmt.Errorf("%s: no table of the rules has a %s chain (qtables evaluates the chain named after the hook)", cfg.RulesPath, h)
 		}
 	}
-	d := &Daemon{cfg: cfg, log: cfg.Logger, ifaces: newIfaceCache()}
+	d := &Daemon{cfg: cfg, log: cfg.Logger, ifaces: newIfaceCache(), latency: newLatencyHistogram()}
 	d.rules.Store(r)
 	return d, nil
 }
@@ -329,6 +339,13 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 		return err
 	}
 	defer lock.Close()
+	if d.cfg.MetricsAddr != "" {
+		_, stop, err := d.serveMetrics(d.cfg.MetricsAddr)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	ipt := d.cfg.IPTables
 	if ipt == nil {
 		if ipt, err = NewIPTables(); err != nil {
@@ -605,7 +622,7 @@ func (d *Daemon) dispatch(ctx context.Context, q verdicter, a *nfqueue.Attribute
 		return 0
 	}
 	d.cnt.received.Add(1)
-	jb := job{q: q, id: *a.PacketID}
+	jb := job{q: q, id: *a.PacketID, arrived: time.Now()}
 	if a.Payload != nil {
 		jb.data = *a.Payload
 	}
@@ -673,6 +690,7 @@ func (d *Daemon) handle(j *Judge, ft *flowTable, jb *job) {
 			d.cnt.verdictErrs.Add(1)
 			d.log.Debug("verdict not taken", "id", jb.id, "err", err)
 		}
+		d.observeLatency(jb)
 		return
 	}
 	v := nfqueue.NfAccept
@@ -692,6 +710,13 @@ func (d *Daemon) handle(j *Judge, ft *flowTable, jb *job) {
 	if err != nil {
 		d.cnt.verdictErrs.Add(1)
 		d.log.Debug("verdict not taken", "id", jb.id, "err", err)
+	}
+	d.observeLatency(jb)
+}
+
+func (d *Daemon) observeLatency(jb *job) {
+	if !jb.arrived.IsZero() {
+		d.latency.Observe(time.Since(jb.arrived).Seconds())
 	}
 }
 
