@@ -72,6 +72,7 @@ func newRunCmd() *cobra.Command {
 		statsFile    string
 		debug        bool
 		offloadAfter int
+		metricsAddr  string
 	)
 	c := &cobra.Command{
 		Use:   "run --rules RULES --hook HOOK [--hook HOOK ...] [--queues N-M]",
@@ -112,7 +113,12 @@ counters (iptables-save -c format) and --stats-file the daemon's statistics
 as JSON: received, accepted, dropped, marked, panics, reject_events,
 log_events, log_written, log_dropped, verdict_errors, enobufs, and the
 kernel's per-queue counters from /proc/net/netfilter/nfnetlink_queue
-(waiting, queue_dropped, user_dropped).`,
+(waiting, queue_dropped, user_dropped).
+
+Metrics: Prometheus at --metrics-addr (loopback by default): packets
+received, verdicts by verdict, marks, panics, offloaded flows, LOG lines
+written and dropped, ENOBUFS, kernel queue drops per queue, a verdict
+latency histogram, and every rule's packet and byte counters.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			hooks, err := hf.config()
@@ -145,6 +151,7 @@ kernel's per-queue counters from /proc/net/netfilter/nfnetlink_queue
 				RulesPath: rules, Hooks: hooks, Workers: workers, QueueLen: queueLen, SockBuf: sockBuf,
 				FailOpen: failOpen, DefaultDrop: defDrop, LogOutput: logOut, LogRate: logRate, LogBurst: logBurst,
 				CountersFile: countersFile, StatsFile: statsFile, Logger: logger, OffloadAfter: offloadAfter,
+				MetricsAddr: metricsAddr,
 			})
 			if err != nil {
 				return err
@@ -195,6 +202,7 @@ kernel's per-queue counters from /proc/net/netfilter/nfnetlink_queue
 	fl.StringVar(&countersFile, "counters-file", "", "write the rules with counters (iptables-save -c format) here on exit and on SIGUSR1")
 	fl.StringVar(&statsFile, "stats-file", "", "write the daemon's statistics (JSON) here on exit and on SIGUSR1")
 	fl.IntVar(&offloadAfter, "offload-after", 4, "with --offload-mask: hand a flow to the kernel after this many accepted packets (at least one each way, none marked or logged by the rules)")
+	fl.StringVar(&metricsAddr, "metrics-addr", "127.0.0.1:9617", "serve Prometheus metrics at http://ADDR/metrics in the daemon's namespace (empty: off)")
 	fl.BoolVar(&debug, "debug", false, "log debug messages")
 	_ = c.MarkFlagRequired("rules")
 	_ = c.MarkFlagRequired("hook")
