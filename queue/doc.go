@@ -21,6 +21,11 @@
 //     and REJECT events; it allocates nothing.
 //   - LogSink (logsink.go) writes LOG events as the kernel's lines,
 //     rate-limited, off the packet path.
+//   - The fast path (offload.go): hook chains accept connections carrying
+//     qtables' connmark bits before queueing; a flow settled by the
+//     inspection depth is handed to the kernel with an NF_REPEAT verdict.
+//   - Metrics (metrics.go) exports the statistics and every rule's counters
+//     to Prometheus at scrape time.
 //
 // Every iptables call happens in the calling process's network namespace:
 // run the daemon inside the namespace it should filter (`ip netns exec`).
