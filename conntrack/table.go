@@ -142,6 +142,18 @@ func (r Ref) UpdateMark(clear, xor uint32) (mark uint32, ok bool) {
 	return mark, ok
 }
 
+// UpdateMarkWith sets the connection mark to f(old mark) under the entry's
+// lock and returns the new mark: for the CONNMARK forms that UpdateMark's
+// formula cannot express (revision 2's --left-shift-mark and
+// --right-shift-mark shift the whole new mark). f must not block.
+func (r Ref) UpdateMarkWith(f func(old uint32) uint32) (mark uint32, ok bool) {
+	r.do(func(e *Entry) {
+		e.mark = f(e.mark)
+		mark, ok = e.mark, true
+	})
+	return mark, ok
+}
+
 // UpdateLabels sets the label bits to (labels &^ clear) | set.
 func (r Ref) UpdateLabels(clear, set Labels) (l Labels, ok bool) {
 	r.do(func(e *Entry) {

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/qtables/qtables/conntrack"
 	"github.com/qtables/qtables/packet"
 )
 
@@ -147,9 +148,26 @@ type Context struct {
 	// Mark is the packet mark (skb->mark); MARK edits it.
 	Mark uint32
 	// CtMark is the conntrack mark; HasCt reports whether the packet has a
-	// conntrack entry at all (connmark matches fail without one).
+	// conntrack entry at all (connmark matches fail without one, even
+	// negated). SetConntrack keeps both consistent with Ct; a caller that
+	// only knows the kernel's mark (the live daemon) may set them alone.
 	CtMark uint32
 	HasCt  bool
+	// CtMarkSet records that a target (CONNMARK) changed CtMark, so that a
+	// caller whose connection lives elsewhere (the kernel's table) can
+	// write the new mark back. With Ct set the change is already in the
+	// table.
+	CtMarkSet bool
+	// Ct is what connection tracking decided for the packet before the
+	// rules ran (conntrack.Table.Track at PREROUTING or OUTPUT): its
+	// state, direction, a copy of its connection and a Ref through which
+	// CONNMARK writes the mark. nil when nothing tracked the packet; the
+	// stateful matches then see INVALID (no connection). The pointee is
+	// the caller's and is reused from packet to packet.
+	Ct *conntrack.Result
+	// CtTable is the table Ct came from: connlimit looks up the other
+	// connections it counts there. nil with Ct nil.
+	CtTable *conntrack.Table
 	// Now is the time rules see: the capture timestamp offline, the clock live.
 	Now time.Time
 	// Hotdrop is set by a match that finds the packet so broken that the
@@ -165,6 +183,34 @@ type Context struct {
 func (c *Context) Reset() {
 	ev, sc := c.Events[:0], c.scratch[:0]
 	*c = Context{Events: ev, scratch: sc}
+}
+
+// SetConntrack attaches the tracking result r (from table t) to the
+// packet and sets HasCt and CtMark from it. r may be nil (not tracked).
+func (c *Context) SetConntrack(t *conntrack.Table, r *conntrack.Result) {
+	c.Ct, c.CtTable = r, t
+	c.HasCt = r != nil && r.HasEntry()
+	c.CtMark = 0
+	if c.HasCt {
+		c.CtMark = r.Entry.Mark()
+	}
+}
+
+// CtState returns the packet's conntrack state, its direction and its
+// connection (nil when it has none: INVALID or UNTRACKED), as
+// nf_ct_get reports them to a match.
+func (c *Context) CtState() (conntrack.CtInfo, conntrack.Dir, *conntrack.Entry) {
+	r := c.Ct
+	switch {
+	case r == nil:
+		return conntrack.CtInvalid, conntrack.DirOriginal, nil
+	case !r.HasEntry():
+		if r.Info == conntrack.CtUntracked {
+			return conntrack.CtUntracked, conntrack.DirOriginal, nil
+		}
+		return conntrack.CtInvalid, conntrack.DirOriginal, nil
+	}
+	return r.Info, r.Dir, &r.Entry
 }
 
 // AppendScratch copies b into the Context's scratch space and returns the
