@@ -16,6 +16,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/qtables/qtables/conntrack"
 	"github.com/qtables/qtables/engine"
 	"github.com/qtables/qtables/matchers"
 	"github.com/qtables/qtables/packet"
@@ -27,6 +28,14 @@ type testOptions struct {
 	chain    string
 	in, out  string
 	counters bool
+	flows    bool
+
+	inMap, outMap []string
+	ctMax         int
+	ctTimeouts    []string
+	ctNoPickup    bool
+	ctLiberal     bool
+	ctChecksum    bool
 
 	verdicts      bool
 	trace         []string
@@ -45,9 +54,41 @@ already decremented, and packets with TTL 1 or less never reach FORWARD).
 Counters start at zero. Packets that never reach an iptables hook (not
 IPv4, malformed, truncated by the snap length) are skipped.
 
+Connection tracking: every evaluated packet is tracked in a connection
+table as the kernel's conntrack would track it (state, timeouts, counters,
+marks), on the capture's clock: before the rules (after them for the raw
+table, which runs before conntrack), the connection being confirmed when
+the verdict is ACCEPT or QUEUE and forgotten when it is DROP, so a dropped
+first packet leaves the next one NEW. This is what -m state, -m conntrack,
+connlimit, connmark, connbytes and CONNMARK see. A capture may hold both
+directions of the connections through a router; give each packet its
+interfaces with:
+  --in-interface-map CIDR=IF   packets whose source address is in CIDR
+                     arrive on IF (repeatable; the longest prefix wins;
+                     others arrive on --in-interface)
+  --out-interface-map CIDR=IF  packets whose destination is in CIDR leave
+                     on IF (repeatable; others leave on --out-interface)
+Table options (kernel defaults otherwise):
+  --ct-max N         nf_conntrack_max (262144; -1: no limit). A new
+                     connection beyond it evicts an unassured one or is
+                     dropped before the rules (skipped as conntrack-full).
+  --ct-timeout NAME=SECONDS  a nf_conntrack sysctl timeout, NAME one of
+                     tcp_timeout_{syn_sent,syn_recv,established,fin_wait,
+                     close_wait,last_ack,time_wait,close,max_retrans,
+                     unacknowledged}, udp_timeout, udp_timeout_stream,
+                     icmp_timeout, generic_timeout (repeatable)
+  --ct-no-pickup     nf_conntrack_tcp_loose=0: no mid-stream pickup
+  --ct-be-liberal    nf_conntrack_tcp_be_liberal=1
+  --ct-checksum      verify transport checksums (nf_conntrack_checksum=1;
+                     off by default because captures taken on a sending
+                     host carry checksums the NIC fills in later)
+
 Output (stdout):
   --counters         the rule set with counters, exactly as iptables-save -c,
                      after all packets
+  --flows            the connection table after all packets, as
+                     "conntrack -L" lists it (with accounting), oldest
+                     first, timeouts as at the last packet's time
   --verdicts         one JSON object per packet, in capture order:
       frame          frame number, from 1
       time           capture timestamp, RFC 3339 with nanoseconds, UTC
@@ -146,6 +187,14 @@ func newTestCmd() *cobra.Command {
 	f.StringVarP(&o.in, "in-interface", "i", "", "input interface name the packets arrive on")
 	f.StringVarP(&o.out, "out-interface", "o", "", "output interface name the packets leave on")
 	f.BoolVar(&o.counters, "counters", false, "print the rule set with counters, as iptables-save -c")
+	f.BoolVar(&o.flows, "flows", false, "print the connection table at the end, as conntrack -L")
+	f.StringArrayVar(&o.inMap, "in-interface-map", nil, "packets from `CIDR=IF` arrive on IF (repeatable)")
+	f.StringArrayVar(&o.outMap, "out-interface-map", nil, "packets to `CIDR=IF` leave on IF (repeatable)")
+	f.IntVar(&o.ctMax, "ct-max", 0, "connection table size, nf_conntrack_max (0: 262144, -1: unlimited)")
+	f.StringArrayVar(&o.ctTimeouts, "ct-timeout", nil, "conntrack timeout `NAME=SECONDS` (repeatable)")
+	f.BoolVar(&o.ctNoPickup, "ct-no-pickup", false, "do not pick up TCP connections mid-stream (tcp_loose=0)")
+	f.BoolVar(&o.ctLiberal, "ct-be-liberal", false, "accept out-of-window TCP packets (tcp_be_liberal=1)")
+	f.BoolVar(&o.ctChecksum, "ct-checksum", false, "declare packets with bad transport checksums INVALID")
 	f.BoolVar(&o.verdicts, "verdicts", false, "print one JSON object per packet")
 	f.StringSliceVar(&o.trace, "trace", nil, "trace frames `FRAMES` (N, N-M, comma list, or all)")
 	f.StringVar(&o.writeAccepted, "write-accepted", "", "write the accepted packets to pcap `FILE`")
@@ -212,6 +261,26 @@ func runTest(cmd *cobra.Command, o *testOptions, capture string) error {
 		}
 	}
 
+	offline := &engine.Offline{Table: table, Chain: o.chain, In: o.in, Out: o.out}
+	for _, spec := range [...]struct {
+		flag string
+		args []string
+		dst  *[]engine.PrefixIface
+	}{{"--in-interface-map", o.inMap, &offline.InMap}, {"--out-interface-map", o.outMap, &offline.OutMap}} {
+		for _, a := range spec.args {
+			pi, err := engine.ParsePrefixIface(a)
+			if err != nil {
+				return usageError(cmd, fmt.Errorf("%s: %w", spec.flag, err))
+			}
+			*spec.dst = append(*spec.dst, pi)
+		}
+	}
+	ctCfg, err := o.conntrackConfig()
+	if err != nil {
+		return usageError(cmd, err)
+	}
+	offline.Conntrack = conntrack.New(ctCfg)
+
 	ctx := cmd.Context()
 	if ctx == nil {
 		ctx = context.Background()
@@ -228,11 +297,11 @@ func runTest(cmd *cobra.Command, o *testOptions, capture string) error {
 	}
 
 	var (
-		steps   []string
-		sum     = newSummary()
-		start   = time.Now()
-		tracer  = func(s engine.Step) { steps = append(steps, rep.TraceStep(s)) }
-		offline = &engine.Offline{Table: table, Chain: o.chain, In: o.in, Out: o.out}
+		steps  []string
+		sum    = newSummary()
+		start  = time.Now()
+		tracer = func(s engine.Step) { steps = append(steps, rep.TraceStep(s)) }
+		last   time.Time
 	)
 	if traced != nil {
 		offline.Trace = func(frame int) engine.Tracer {
@@ -244,6 +313,7 @@ func runTest(cmd *cobra.Command, o *testOptions, capture string) error {
 	}
 	_, err = offline.Run(ctx, prog, capture, func(v *engine.Verdict) error {
 		sum.add(v)
+		last = v.View.Timestamp
 		if split != nil {
 			if err := split.next(v); err != nil {
 				return err
@@ -255,7 +325,11 @@ func runTest(cmd *cobra.Command, o *testOptions, capture string) error {
 		var lines []string
 		if traced.has(v.Frame) {
 			lines = make([]string, 0, len(steps)+2)
-			lines = append(lines, engine.TraceHeader(v, o.in, o.out))
+			in, out := o.in, o.out
+			if !v.Skipped {
+				in, out = v.Ctx.In, v.Ctx.Out
+			}
+			lines = append(lines, engine.TraceHeader(v, in, out))
 			lines = append(lines, steps...)
 			lines = append(lines, rep.TraceVerdict(v))
 			steps = steps[:0]
@@ -282,6 +356,12 @@ func runTest(cmd *cobra.Command, o *testOptions, capture string) error {
 	}
 	if o.counters {
 		if err := rs.Save(stdout, engine.SaveOptions{Counters: true, Header: true, Now: time.Now(), Table: table}); err != nil {
+			return err
+		}
+	}
+	nflows := 0
+	if o.flows {
+		if nflows, err = offline.Conntrack.WriteConntrackL(stdout, last); err != nil {
 			return err
 		}
 	}
@@ -326,6 +406,9 @@ func runTest(cmd *cobra.Command, o *testOptions, capture string) error {
 	}
 	if !o.quiet {
 		sum.print(stderr)
+		if o.flows {
+			fmt.Fprintf(stderr, "qtables test: %d flow entries have been shown.\n", nflows)
+		}
 		if ex != nil {
 			fmt.Fprintf(stderr, "qtables test: expectations: %d passed, %d failed\n", len(results)-failed, failed)
 		}
@@ -558,4 +641,50 @@ func writeFileWith(path string, fn func(io.Writer) error) error {
 		return err
 	}
 	return os.WriteFile(path, []byte(b.String()), 0o644)
+}
+
+// ctTimeoutNames maps the --ct-timeout names (the nf_conntrack sysctls
+// without their prefix) to the table's timeout fields.
+var ctTimeoutNames = map[string]func(*conntrack.Timeouts) *time.Duration{
+	"tcp_timeout_syn_sent":       func(t *conntrack.Timeouts) *time.Duration { return &t.TCPSynSent },
+	"tcp_timeout_syn_recv":       func(t *conntrack.Timeouts) *time.Duration { return &t.TCPSynRecv },
+	"tcp_timeout_established":    func(t *conntrack.Timeouts) *time.Duration { return &t.TCPEstablished },
+	"tcp_timeout_fin_wait":       func(t *conntrack.Timeouts) *time.Duration { return &t.TCPFinWait },
+	"tcp_timeout_close_wait":     func(t *conntrack.Timeouts) *time.Duration { return &t.TCPCloseWait },
+	"tcp_timeout_last_ack":       func(t *conntrack.Timeouts) *time.Duration { return &t.TCPLastAck },
+	"tcp_timeout_time_wait":      func(t *conntrack.Timeouts) *time.Duration { return &t.TCPTimeWait },
+	"tcp_timeout_close":          func(t *conntrack.Timeouts) *time.Duration { return &t.TCPClose },
+	"tcp_timeout_max_retrans":    func(t *conntrack.Timeouts) *time.Duration { return &t.TCPMaxRetrans },
+	"tcp_timeout_unacknowledged": func(t *conntrack.Timeouts) *time.Duration { return &t.TCPUnacknowledged },
+	"udp_timeout":                func(t *conntrack.Timeouts) *time.Duration { return &t.UDP },
+	"udp_timeout_stream":         func(t *conntrack.Timeouts) *time.Duration { return &t.UDPStream },
+	"icmp_timeout":               func(t *conntrack.Timeouts) *time.Duration { return &t.ICMP },
+	"generic_timeout":            func(t *conntrack.Timeouts) *time.Duration { return &t.Generic },
+}
+
+// conntrackConfig builds the connection table's configuration from the
+// --ct-* options.
+func (o *testOptions) conntrackConfig() (conntrack.Config, error) {
+	cfg := conntrack.Config{
+		MaxEntries:   o.ctMax,
+		TCPNoPickup:  o.ctNoPickup,
+		TCPBeLiberal: o.ctLiberal,
+		Checksum:     o.ctChecksum,
+	}
+	if o.ctMax < -1 {
+		return cfg, fmt.Errorf("--ct-max %d: a size, 0 for the default or -1 for no limit expected", o.ctMax)
+	}
+	for _, a := range o.ctTimeouts {
+		name, secs, ok := strings.Cut(a, "=")
+		field, known := ctTimeoutNames[strings.TrimPrefix(name, "nf_conntrack_")]
+		if !ok || !known {
+			return cfg, fmt.Errorf("--ct-timeout %q: NAME=SECONDS expected, NAME a nf_conntrack timeout sysctl (tcp_timeout_established, udp_timeout, ...)", a)
+		}
+		n, err := strconv.ParseUint(secs, 10, 32)
+		if err != nil || n == 0 {
+			return cfg, fmt.Errorf("--ct-timeout %q: a positive number of seconds expected", a)
+		}
+		*field(&cfg.Timeouts) = time.Duration(n) * time.Second
+	}
+	return cfg, nil
 }
