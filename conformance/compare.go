@@ -16,10 +16,18 @@ import (
 	"github.com/google/gopacket/pcapgo"
 )
 
+// pcapBaseUnix is the first timestamp of WritePcap's files.
+const pcapBaseUnix = 1_700_000_000
+
 // WritePcap writes frames to path as an Ethernet pcap file. Timestamps are
-// fixed (one microsecond apart from a constant epoch) so that the file is a
-// pure function of the frames.
+// fixed (one microsecond apart from a constant epoch, DefaultClock) so that
+// the file is a pure function of the frames.
 func WritePcap(path string, frames [][]byte) error {
+	return WritePcapAt(path, frames, time.Unix(pcapBaseUnix, 0).UTC())
+}
+
+// WritePcapAt is WritePcap with the first frame stamped at base.
+func WritePcapAt(path string, frames [][]byte, base time.Time) error {
 	f, err := os.Create(path)
 	if err != nil {
 		return err
@@ -29,7 +37,6 @@ func WritePcap(path string, frames [][]byte) error {
 		f.Close()
 		return fmt.Errorf("write pcap header: %w", err)
 	}
-	base := time.Unix(1_700_000_000, 0).UTC()
 	for i, fr := range frames {
 		ci := gopacket.CaptureInfo{Timestamp: base.Add(time.Duration(i) * time.Microsecond), CaptureLength: len(fr), Length: len(fr)}
 		if err := w.WritePacket(ci, fr); err != nil {
@@ -211,20 +218,27 @@ func RunCase(topo *Topology, c *Case, qtablesBin, workDir string) (*Result, erro
 // runFrames runs frames through the kernel and through qtables (the rules
 // go to dir/rules.txt, the frames to dir/pcapName) and returns both
 // outputs.
+//
+// The pcap's timestamps are the moment the kernel was handed the first
+// frame, one microsecond apart: the clock the kernel's time and limit
+// matches read is the clock qtables reads from the file. (The kernel gets
+// the frames over some milliseconds, not microseconds; the generator's
+// limit rules refill far more slowly than that, so both see the same.)
 func runFrames(topo *Topology, c *Case, frames [][]byte, qtablesBin, dir, pcapName string) (kernel string, qtables []byte, err error) {
 	rulesPath := filepath.Join(dir, "rules.txt")
 	pcapPath := filepath.Join(dir, pcapName)
 	if err := os.WriteFile(rulesPath, []byte(c.Rules), 0o644); err != nil {
 		return "", nil, err
 	}
-	if err := WritePcap(pcapPath, frames); err != nil {
-		return "", nil, err
-	}
 	if err := topo.LoadRules(c.Rules); err != nil {
 		return "", nil, fmt.Errorf("seed %d: %w", c.Seed, err)
 	}
+	sent := time.Now()
 	if _, err := topo.Send(frames, 10*time.Second); err != nil {
 		return "", nil, fmt.Errorf("seed %d: %w", c.Seed, err)
+	}
+	if err := WritePcapAt(pcapPath, frames, sent); err != nil {
+		return "", nil, err
 	}
 	if kernel, err = topo.SaveFilter(); err != nil {
 		return "", nil, err
@@ -242,9 +256,10 @@ type Culprit struct {
 }
 
 // FindCulprit locates the first packet of a failing case whose counting
-// differs. Packets do not influence each other here (no conntrack, counters
-// only add), so it bisects on the length of the packet prefix, then runs the
-// packet found on its own; its frame is left in Result.Dir as culprit.pcap.
+// differs. Packets influence each other only through limit matches (no
+// conntrack, counters only add), so it bisects on the length of the packet
+// prefix, then runs the packet found on its own (which a limit rule may
+// then treat differently); its frame is left in Result.Dir as culprit.pcap.
 // It returns nil if the outputs differ with no packets at all (a printing
 // difference) or if no single packet reproduces the difference.
 func FindCulprit(topo *Topology, res *Result, qtablesBin string) (*Culprit, error) {

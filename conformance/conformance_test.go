@@ -88,7 +88,8 @@ func TestKernelConformance(t *testing.T) {
 	failed := 0
 	start := time.Now()
 	for i := range n {
-		c := Generate(seed + uint64(i))
+		// Time rules are built around the moment the case is sent.
+		c := GenerateAt(seed+uint64(i), time.Now())
 		res, err := RunCase(topo, c, bin, work)
 		if err != nil {
 			keep := keepCase(t, res)

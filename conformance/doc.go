@@ -6,7 +6,8 @@
 //
 // GenerateRules draws a rule set (iptables-restore text) and GeneratePackets
 // draws packets aimed at its rules; Generate does both from one seed, so a
-// case is replayed from its seed alone. RunCase loads the rule set into the
+// case is replayed from its seed alone (GenerateAt, from a seed and the
+// clock its time rules are built around). RunCase loads the rule set into the
 // FW namespace of a Topology (SRC -> FW -> SINK, see NewTopology), writes the
 // packets' Ethernet frames to SRC's veth through an AF_PACKET socket, waits
 // until FW's mangle FORWARD counter has counted every one (polling with a
@@ -91,4 +92,17 @@
 //     four so that the expected output is a faithful picture of the rule.
 //   - iptables-save prints protocol names from /etc/protocols (`-p gre`,
 //     `-p igmp`) and truncates LOG prefixes to 29 bytes.
+//   - iptables-nft installs `-m limit` as an nftables limit expression (a
+//     nanosecond token bucket, full when the rule set is loaded), string,
+//     time and hashlimit as xt matches. The time match reads the wall
+//     clock, so RunCase stamps the pcap with the sending time and
+//     GenerateAt builds time rules whose result cannot change for
+//     TimeMargin around the clock; limit rules refill too slowly to depend
+//     on how fast the frames go (gen_time.go, gen_limit.go).
+//   - Before FORWARD the kernel has filled in record route and timestamp
+//     options (ip_options_compile on receipt: FW's egress address, 100.64.0.5,
+//     and the time of day, pointers advanced), so a string match covering
+//     the IP header sees those bytes. qtables does not reproduce that yet:
+//     in rule sets with string matches the generator turns such options
+//     into NOPs (gen_string.go).
 package conformance

@@ -51,7 +51,7 @@ func harnessSeeds(t *testing.T, n int) []uint64 {
 func TestKernelHarness(t *testing.T) {
 	topo := newTopology(t)
 	for i, seed := range harnessSeeds(t, 20) {
-		c := Generate(seed)
+		c := GenerateAt(seed, time.Now())
 		if err := topo.LoadRules(c.Rules); err != nil {
 			t.Fatalf("seed %d: iptables-restore rejected a generated rule set (generator bug): %v\n%s", seed, err, numbered(c.Rules))
 		}

@@ -55,6 +55,9 @@ func randomAddr(r *rand.Rand) netip.Addr {
 // pktGen draws packets from a rule set's hints.
 type pktGen struct {
 	r *rand.Rand
+	// x is the random stream for payloads aimed at string matches
+	// (gen_string.go).
+	x *rand.Rand
 	h *Hints
 }
 
@@ -73,7 +76,12 @@ func pickOf[T any](r *rand.Rand, xs []T) T { return xs[r.IntN(len(xs))] }
 // and protocols no rule names. Every packet reaches the FORWARD hook of the
 // test topology (see the package documentation for what is avoided).
 func GeneratePackets(r *rand.Rand, h *Hints, n int) []Packet {
-	g := &pktGen{r: r, h: h}
+	return generatePackets(r, rand.New(rand.NewPCG(3, 4)), h, n)
+}
+
+// generatePackets is GeneratePackets with the second random stream.
+func generatePackets(r, x *rand.Rand, h *Hints, n int) []Packet {
+	g := &pktGen{r: r, x: x, h: h}
 	out := make([]Packet, 0, n)
 	for range n {
 		out = append(out, g.packet())
@@ -288,6 +296,8 @@ type spec struct {
 	// frag is +1 for a later fragment, -1 for a first fragment or whole
 	// datagram, 0 for chance.
 	frag int8
+	// strings are patterns to write into the datagram (gen_string.go).
+	strings []stringPlacement
 }
 
 // packet draws one packet: from the global pools, and most of the time
@@ -419,6 +429,9 @@ func (g *pktGen) apply(s *spec, h *RuleHint) {
 	}
 	if t := h.Length; t != nil {
 		s.length = int(g.rangeValue(t.Min, t.Max, IngressMTU, g.want(t.Inv)))
+	}
+	if h.String != nil {
+		g.aimString(s, h.String)
 	}
 }
 
@@ -562,6 +575,7 @@ func (g *pktGen) build(s *spec) Packet {
 		// the ingress MTU.
 		p.Trailer = g.payload(min(1+g.intn(20), IngressMTU-p.IPLen()))
 	}
+	g.placeStrings(&p, s)
 	return p
 }
 

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Hints are the values a generated rule set tests. The packet generator
@@ -29,6 +30,9 @@ type Hints struct {
 	// decrement).
 	TTLs    []uint8
 	Lengths []int
+	// Strings are the string matches' patterns, which packets not aimed
+	// at them carry now and then too.
+	Strings []*StringTest
 	// Rules holds what each rule tests, so packets can be aimed at a rule
 	// (and at the rules that lead to its chain).
 	Rules []*RuleHint
@@ -53,6 +57,8 @@ type RuleHint struct {
 	ICMP         *ICMPTest
 	TTL          *TTLTest
 	Length       *RangeInt
+	// String is the rule's string match (gen_string.go).
+	String *StringTest
 }
 
 // AddrTest is -s or -d.
@@ -113,7 +119,13 @@ type ICMPTest struct {
 // ruleGen builds one rule set. Everything random comes from r, so a seed
 // reproduces the rule set.
 type ruleGen struct {
-	r     *rand.Rand
+	r *rand.Rand
+	// x is the random stream of the string, time and limit matches
+	// (gen_*.go), kept apart so that they leave the rest of a seed's
+	// case as it was.
+	x *rand.Rand
+	// clock is the moment the time matches are built around.
+	clock time.Time
 	hints Hints
 	// nets are the address blocks this rule set is about; most rule
 	// addresses are drawn from them so that rules overlap.
@@ -155,7 +167,13 @@ var chainNames = []string{
 // chain graph has no loops, and chains may be reached from FORWARD, from
 // other user chains, or not at all.
 func GenerateRules(r *rand.Rand) (string, *Hints) {
-	g := &ruleGen{r: r}
+	return generateRules(r, rand.New(rand.NewPCG(1, 2)), DefaultClock())
+}
+
+// generateRules is GenerateRules with the second random stream and the
+// clock of the string, time and limit matches.
+func generateRules(r, x *rand.Rand, clock time.Time) (string, *Hints) {
+	g := &ruleGen{r: r, x: x, clock: clock}
 	g.setup()
 	nUser := g.intn(6)
 	names := slices.Clone(chainNames)
@@ -314,6 +332,9 @@ func (g *ruleGen) rule(inUser bool, reach []string) string {
 	if f := strings.Fields(target); len(f) == 2 && slices.Contains(chainNames, f[1]) {
 		g.cur.Jump = f[1]
 	}
+	// Added last, from their own random stream, so that the rest of the
+	// rule is what it would be without them.
+	matches = g.extMatches(matches)
 
 	var b strings.Builder
 	for _, s := range base {
