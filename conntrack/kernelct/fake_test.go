@@ -334,8 +334,12 @@ type script struct {
 
 func newScript(steps ...any) *script { return &script{steps: steps, closed: make(chan struct{})} }
 
-func (s *script) recv() ([]byte, error) {
+func (s *script) recv(wait bool) ([]byte, error) {
 	s.mu.Lock()
+	if len(s.steps) == 0 && !wait {
+		s.mu.Unlock()
+		return nil, syscall.EAGAIN
+	}
 	if len(s.steps) > 0 {
 		st := s.steps[0]
 		s.steps = s.steps[1:]
@@ -374,8 +378,9 @@ func datagram(ms ...nlMsg) []byte {
 }
 
 // TestWatcherOverrunInjected drives the read loop with an injected
-// ENOBUFS between two events: the loss is counted, logged and reported in
-// order, and reading goes on.
+// ENOBUFS between two events: the loss is counted and logged at once,
+// reported after the events still queued (when the queue reads empty),
+// and reading goes on.
 func TestWatcherOverrunInjected(t *testing.T) {
 	e1 := sampleEntry()
 	e2 := sampleEntry()
@@ -386,8 +391,11 @@ func TestWatcherOverrunInjected(t *testing.T) {
 	rx := newScript(
 		datagram(destroy(e1)),
 		syscall.ENOBUFS,
-		datagram(garbage, newEv, destroy(e2)),
+		datagram(garbage, newEv),
+		datagram(destroy(e2)),
+		syscall.EAGAIN, // queue drained: EventLost
 		syscall.EINTR,
+		datagram(destroy(e1)),
 	)
 	var logs syncBuffer
 	c, _ := fakeConn(&fakeKernel{}, slog.New(slog.NewTextHandler(&logs, nil)))
@@ -396,7 +404,7 @@ func TestWatcherOverrunInjected(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	w, err := c.startWatcher(ctx, rx, 4096, func(ev Event) {
 		got = append(got, fmt.Sprintf("%s %d", ev.Type, ev.Entry.ID))
-		if len(got) == 4 {
+		if len(got) == 5 {
 			close(done)
 		}
 	})
@@ -412,12 +420,12 @@ func TestWatcherOverrunInjected(t *testing.T) {
 	if err := w.Wait(); err != nil {
 		t.Errorf("Wait after cancel: %v", err)
 	}
-	want := "[DESTROY 77 LOST 0 NEW 78 DESTROY 78]"
+	want := "[DESTROY 77 NEW 78 DESTROY 78 LOST 0 DESTROY 77]"
 	if fmt.Sprint(got) != want {
 		t.Errorf("events %v, want %s", got, want)
 	}
 	st := c.Stats()
-	if w.Overruns() != 1 || st.Overruns != 1 || st.Events != 3 || st.DecodeErrors != 1 {
+	if w.Overruns() != 1 || st.Overruns != 1 || st.Events != 4 || st.DecodeErrors != 1 {
 		t.Errorf("watcher overruns %d, stats %+v", w.Overruns(), st)
 	}
 	if !strings.Contains(logs.String(), "conntrack events lost") || !strings.Contains(logs.String(), "overruns=1") {

@@ -99,16 +99,17 @@ func (s *nlSocket) send(b []byte) error {
 }
 
 // recv reads one datagram into the socket's buffer and returns it; it is
-// valid until the next recv. Errors are returned unwrapped (ENOBUFS,
+// valid until the next recv. With wait false it does not block: an empty
+// queue is unix.EAGAIN. Errors are returned unwrapped (ENOBUFS, EAGAIN,
 // os.ErrDeadlineExceeded, os.ErrClosed).
-func (s *nlSocket) recv() ([]byte, error) {
+func (s *nlSocket) recv(wait bool) ([]byte, error) {
 	var (
 		n    int
 		rerr error
 	)
 	err := s.rc.Read(func(fd uintptr) bool {
 		n, _, rerr = unix.Recvfrom(int(fd), s.buf, unix.MSG_TRUNC)
-		return rerr != unix.EAGAIN
+		return !wait || rerr != unix.EAGAIN
 	})
 	if err == nil {
 		err = rerr
@@ -207,7 +208,7 @@ func (s *nlSocket) Execute(req []byte, kind replyKind, fn func(*nlMsg) error) er
 		return err
 	}
 	for {
-		b, err := s.recv()
+		b, err := s.recv(true)
 		if err != nil {
 			return fmt.Errorf("kernelct: netlink receive: %w", err)
 		}

@@ -26,7 +26,10 @@ const (
 	// EventLost: the kernel dropped events for this watcher because its
 	// socket buffer was full (ENOBUFS). Which ones is unknown: the
 	// consumer must resynchronise, e.g. by listing the kernel table and
-	// expiring what is no longer there. The Entry is empty.
+	// expiring what is no longer there. It comes after the events that
+	// were still queued, once the kernel delivers events again, so a
+	// re-list started on it sees every change the lost events reported.
+	// The Entry is empty.
 	EventLost
 )
 
@@ -75,9 +78,10 @@ type WatchOptions struct {
 
 // receiver is the event side of a netlink socket; *nlSocket implements
 // it, tests substitute one that injects errors. recv returns one datagram,
-// valid until the next call, and the socket's errors unwrapped.
+// valid until the next call, and the socket's errors unwrapped; with wait
+// false an empty queue is unix.EAGAIN.
 type receiver interface {
-	recv() ([]byte, error)
+	recv(wait bool) ([]byte, error)
 	Close() error
 }
 
@@ -112,8 +116,10 @@ type Watcher struct {
 // fn runs on the watcher's goroutine; while it runs, no socket reads
 // happen, so a slow fn makes the socket buffer fill. When it overflows
 // the kernel drops events and the next read fails with ENOBUFS: the
-// watcher counts it (Watcher.Overruns, Stats.Overruns), logs it and calls
-// fn with EventLost before reading on. Events are never lost silently.
+// watcher counts it (Watcher.Overruns, Stats.Overruns) and logs it, reads
+// on until the socket's queue is empty (the kernel drops every event
+// until then), and calls fn with EventLost. Events are never lost
+// silently, and an EventLost covers every event dropped before it.
 func (c *Conn) Watch(ctx context.Context, opts WatchOptions, fn func(Event)) (*Watcher, error) {
 	if c.ns == nil {
 		return nil, errors.New("kernelct: Watch needs a Conn from Open")
@@ -240,9 +246,18 @@ func (w *Watcher) stopState() (bool, error) {
 }
 
 // run is the read loop.
+//
+// After an ENOBUFS the kernel goes on dropping events for the socket
+// until its queue has been read empty (netlink keeps the socket
+// "congested" till then, and reports no second ENOBUFS for it). So the
+// loop reads on without blocking, delivering the events still queued,
+// and reports EventLost only when a read finds the queue empty: from then
+// on every event is delivered again, and a consumer that re-lists the
+// kernel table on EventLost misses nothing.
 func (w *Watcher) run() error {
+	lost := false
 	for {
-		b, err := w.rx.recv()
+		b, err := w.rx.recv(!lost)
 		if err != nil {
 			if stopped, _ := w.stopState(); stopped {
 				return nil // closed from outside: the read failed for that
@@ -250,6 +265,11 @@ func (w *Watcher) run() error {
 			switch {
 			case errors.Is(err, unix.ENOBUFS):
 				w.overrun()
+				lost = true
+				continue
+			case lost && errors.Is(err, unix.EAGAIN):
+				lost = false
+				w.fn(Event{Type: EventLost})
 				continue
 			case errors.Is(err, unix.EINTR):
 				continue
@@ -289,13 +309,13 @@ func (w *Watcher) run() error {
 	}
 }
 
-// overrun handles ENOBUFS: the kernel dropped events for this socket.
+// overrun counts and logs an ENOBUFS: the kernel dropped events for this
+// socket.
 func (w *Watcher) overrun() {
 	n := w.overruns.Add(1)
 	w.c.stats.overruns.Add(1)
 	w.c.log.Warn("kernelct: conntrack events lost (socket receive buffer overrun); consumer must resync",
 		"overruns", n, "rcvbuf", w.rbuf)
-	w.fn(Event{Type: EventLost})
 }
 
 // Wait blocks until the watcher has stopped and returns why: nil when its
