@@ -217,7 +217,11 @@ func (c *Conn) execute(ctx context.Context, req []byte, kind replyKind, fn func(
 		// A complete answer, the kernel's error, or a message we could
 		// not decode: the socket is in step with the kernel.
 		return err
-	case fired || errors.Is(err, os.ErrDeadlineExceeded):
+	case kind != replyDump && (fired || errors.Is(err, os.ErrDeadlineExceeded)):
+		// The late answer will be skipped by sequence number. (An
+		// interrupted dump is not: the kernel would refuse the next dump
+		// on this socket with EBUSY until the old one was read out, so
+		// that socket is replaced below.)
 		if cerr := ctx.Err(); cerr != nil {
 			return cerr
 		}
@@ -225,6 +229,11 @@ func (c *Conn) execute(ctx context.Context, req []byte, kind replyKind, fn func(
 	}
 	rq.Close()
 	c.rq = nil
+	if fired {
+		if cerr := ctx.Err(); cerr != nil {
+			return cerr
+		}
+	}
 	return err
 }
 

@@ -321,6 +321,26 @@ func TestExecuteCancel(t *testing.T) {
 	if *dials != 1 || k.closed {
 		t.Errorf("cancellation replaced the socket (%d dials)", *dials)
 	}
+
+	// An interrupted dump replaces the socket: the kernel would answer
+	// the next dump on it with EBUSY until the old one was read out.
+	k.mu.Lock()
+	k.block = true
+	k.mu.Unlock()
+	dctx, dcancel := context.WithTimeout(t.Context(), 20*time.Millisecond)
+	defer dcancel()
+	if _, err := c.List(dctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("List past its deadline: %v", err)
+	}
+	if !k.closed {
+		t.Error("the socket of an interrupted dump was kept")
+	}
+	k.mu.Lock()
+	k.block = false
+	k.mu.Unlock()
+	if _, _, err := c.Lookup(t.Context(), e.Orig); err != nil || *dials != 2 {
+		t.Errorf("Lookup after the interrupted dump: %v (%d dials, want 2)", err, *dials)
+	}
 }
 
 // script is a receiver that returns scripted datagrams and errors, then

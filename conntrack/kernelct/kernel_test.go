@@ -731,3 +731,37 @@ func TestKernelReliableDestroy(t *testing.T) {
 	}
 	t.Logf("all %d destroy events delivered through a %d byte buffer; %d overruns reported", n, w.ReadBuffer(), w.Overruns())
 }
+
+// TestKernelThreadNamespace opens a Conn from inside the server namespace
+// (netns.Namespace.Do) with no path, then uses it and watches from outside
+// it: every socket must belong to the server's namespace, and none to the
+// test process's own.
+func TestKernelThreadNamespace(t *testing.T) {
+	l := newLab(t)
+	ctx := t.Context()
+	var kc *Conn
+	if err := l.srv.Do(func() (err error) {
+		kc, err = Open(ctx, Options{})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer kc.Close()
+	events := newCollector()
+	if _, err := kc.Watch(ctx, WatchOptions{}, events.add); err != nil { // outside Do
+		t.Fatal(err)
+	}
+	client, _ := l.udp(t, true)
+	orig := flowTuple(packet.ProtoUDP, client)
+	es, err := kc.List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := find(es, orig); !ok {
+		t.Fatalf("flow %s not in the table of the namespace Open ran in (%d entries)", tupleString(orig), len(es))
+	}
+	if err := kc.Delete(ctx, orig); err != nil {
+		t.Fatal(err)
+	}
+	events.wait(t, 10*time.Second, "destroy", isEvent(EventDestroy, orig))
+}

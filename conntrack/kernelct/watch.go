@@ -128,7 +128,15 @@ func (c *Conn) Watch(ctx context.Context, opts WatchOptions, fn func(Event)) (*W
 	if err != nil {
 		return nil, err
 	}
+	// Under the lock: Close must not close the namespace descriptor while
+	// a socket is being created in it.
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil, ErrClosed
+	}
 	s, err := newNLSocket(c.ns)
+	c.mu.Unlock()
 	if err != nil {
 		return nil, err
 	}
