@@ -71,3 +71,46 @@ func BenchmarkTupleOf(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkSetMark is the offload hand-back: one masked mark update of an
+// established TCP flow in the real kernel (CTA_MARK with CTA_MARK_MASK,
+// acknowledged).
+//
+// Under MarkMaskProbe the first update with bits outside the mask decides;
+// the "undecided" case is a mark with no such bits, where every update
+// also reads the mark first.
+func BenchmarkSetMark(b *testing.B) {
+	l := newLab(b)
+	client, _ := l.tcp(b)
+	orig := flowTuple(packet.ProtoTCP, client)
+	ctx := b.Context()
+	for _, bc := range []struct {
+		name  string
+		mode  MarkMaskMode
+		other uint32 // mark bits outside the mask
+	}{
+		{"probed", MarkMaskProbe, 0x1},
+		{"undecided", MarkMaskProbe, 0},
+		{"kernel", MarkMaskKernel, 0},
+		{"rmw", MarkMaskReadModifyWrite, 0x1},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			kc, err := Open(ctx, Options{Namespace: l.srv.Path(), MarkMask: bc.mode})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer kc.Close()
+			if err := kc.SetMark(ctx, orig, bc.other, ^uint32(0)); err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			i := uint32(0)
+			for b.Loop() {
+				i++
+				if err := kc.SetMark(ctx, orig, i<<8, 0xff00); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

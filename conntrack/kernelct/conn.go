@@ -37,7 +37,26 @@ type Options struct {
 	// Logger receives event overruns and mark-mask probing results;
 	// nil means slog.Default().
 	Logger *slog.Logger
+	// MarkMask says how SetMark applies a partial mask; the zero value
+	// probes the kernel.
+	MarkMask MarkMaskMode
 }
+
+// MarkMaskMode says how SetMark applies a partial mask (see SetMark).
+type MarkMaskMode uint8
+
+const (
+	// MarkMaskProbe sends CTA_MARK_MASK once the kernel has been seen to
+	// honour it, and reads the mark around each masked update until then.
+	MarkMaskProbe MarkMaskMode = iota
+	// MarkMaskKernel always sends CTA_MARK_MASK: one atomic request per
+	// update, for kernels known to support it (Linux 6.x does). A kernel
+	// that ignores the mask would clear the bits outside it.
+	MarkMaskKernel
+	// MarkMaskReadModifyWrite always reads the mark, merges and writes it
+	// back: racy (see SetMark), for kernels known to ignore the mask.
+	MarkMaskReadModifyWrite
+)
 
 // requester is the request side of a netlink socket; *nlSocket
 // implements it, tests substitute a fake kernel.
@@ -115,6 +134,12 @@ func Open(ctx context.Context, opts Options) (*Conn, error) {
 	}
 	c := newConn(opts.Logger, func() (requester, error) { return newNLSocket(ns) })
 	c.ns = ns
+	switch opts.MarkMask {
+	case MarkMaskKernel:
+		c.markMask.Store(maskSupported)
+	case MarkMaskReadModifyWrite:
+		c.markMask.Store(maskUnsupported)
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.rq, err = c.dial(); err != nil {
@@ -241,12 +266,9 @@ func (c *Conn) execute(ctx context.Context, req []byte, kind replyKind, fn func(
 // as the dump arrives. Entries that cannot be decoded are skipped and
 // counted in Stats.DecodeErrors.
 func (c *Conn) List(ctx context.Context) ([]Entry, error) {
-	req, err := request(msgGet, flagRequest|flagDump, netfilter.ProtoUnspec, nil)
-	if err != nil {
-		return nil, err
-	}
+	req := finish(requestHeader(msgGet, flagRequest|flagDump, netfilter.ProtoUnspec))
 	var out []Entry
-	err = c.execute(ctx, req, replyDump, func(m *nlMsg) error {
+	err := c.execute(ctx, req, replyDump, func(m *nlMsg) error {
 		e, _, err := decodeFlow(m)
 		if err != nil {
 			c.stats.decodeErrors.Add(1)
@@ -265,7 +287,7 @@ func (c *Conn) List(ctx context.Context) ([]Entry, error) {
 // Lookup returns the kernel's entry one of whose tuples is t, and t's
 // direction in it. The error wraps ErrNotFound when there is none.
 func (c *Conn) Lookup(ctx context.Context, t Tuple) (Entry, conntrack.Dir, error) {
-	req, err := tupleRequest(msgGet, flagRequest, &t)
+	req, err := tupleRequest(msgGet, flagRequest, &t, nil, nil)
 	if err != nil {
 		return Entry{}, 0, err
 	}
@@ -301,7 +323,7 @@ func (c *Conn) LookupPacket(ctx context.Context, v *packet.View) (Entry, conntra
 // sends a destroy event for it. The error wraps ErrNotFound when there is
 // no such entry.
 func (c *Conn) Delete(ctx context.Context, t Tuple) error {
-	req, err := tupleRequest(msgDelete, flagRequest|flagAck, &t)
+	req, err := tupleRequest(msgDelete, flagRequest|flagAck, &t, nil, nil)
 	if err != nil {
 		return err
 	}
@@ -314,10 +336,7 @@ func (c *Conn) Delete(ctx context.Context, t Tuple) error {
 // Flush deletes every entry of the namespace's table (conntrack -F),
 // with a destroy event for each.
 func (c *Conn) Flush(ctx context.Context) error {
-	req, err := request(msgDelete, flagRequest|flagAck, netfilter.ProtoUnspec, nil)
-	if err != nil {
-		return err
-	}
+	req := finish(requestHeader(msgDelete, flagRequest|flagAck, netfilter.ProtoUnspec))
 	if err := c.execute(ctx, req, replyAck, nil); err != nil {
 		return fmt.Errorf("kernelct: flush: %w", err)
 	}
@@ -334,13 +353,18 @@ func (c *Conn) Flush(ctx context.Context) error {
 // kernel. A partial mask is sent as CTA_MARK with CTA_MARK_MASK, which the
 // kernel applies atomically under its own rule mark = (mark & ^mask) ^
 // value. Kernels that predate mask support ignore CTA_MARK_MASK and would
-// replace the whole mark; the Conn detects that on the first masked call
-// that can tell the two apart (bits outside the mask set): it reads the
-// mark before and after, repairs the entry if the kernel replaced it, and
-// from then on uses read-modify-write: a Lookup, then a full write. That
-// fallback races with the kernel: a CONNMARK rule that changes bits
-// outside the mask between the read and the write is undone. Stats.MarkRMW
-// counts such calls.
+// replace the whole mark. With Options.MarkMask = MarkMaskProbe (the
+// default) the Conn finds out: while it does not know, it reads the mark
+// before each masked update (a mark without bits outside the mask comes
+// out right either way), and on the first one that can tell the two
+// behaviours apart (bits outside the mask set) it reads the mark again,
+// repairs the entry if the kernel replaced it, and remembers the answer.
+// A kernel that honours the mask then gets one atomic request per update;
+// one that ignores it gets read-modify-write: a Lookup, then a full
+// write. That fallback races with the kernel: a CONNMARK rule that
+// changes bits outside the mask between the read and the write is undone.
+// Stats.MarkRMW counts such calls. MarkMaskKernel and
+// MarkMaskReadModifyWrite skip the probing.
 func (c *Conn) SetMark(ctx context.Context, t Tuple, value, mask uint32) error {
 	switch {
 	case mask == 0:
@@ -394,7 +418,7 @@ func (c *Conn) SetMark(ctx context.Context, t Tuple, value, mask uint32) error {
 }
 
 func (c *Conn) writeMark(ctx context.Context, t Tuple, mark uint32, mask *uint32) error {
-	req, err := tupleRequest(msgNew, flagRequest|flagAck, &t, markAttrs(mark, mask)...)
+	req, err := tupleRequest(msgNew, flagRequest|flagAck, &t, &mark, mask)
 	if err != nil {
 		return err
 	}

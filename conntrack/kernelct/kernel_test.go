@@ -409,8 +409,11 @@ func TestKernelBridge(t *testing.T) {
 		}
 
 		// The read-modify-write fallback against the real kernel.
-		rmw := l.open(t, nil)
-		rmw.markMask.Store(maskUnsupported)
+		rmw, err := Open(ctx, Options{Namespace: l.srv.Path(), MarkMask: MarkMaskReadModifyWrite})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rmw.Close()
 		if err := rmw.SetMark(ctx, tcpOrig, 0x0c00, 0x0f00); err != nil {
 			t.Fatal(err)
 		}
