@@ -8,7 +8,6 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/ti-mo/netfilter"
@@ -101,8 +100,9 @@ type Stats struct {
 	// Events is the number of events delivered by the Conn's watchers.
 	Events uint64
 	// Overruns counts ENOBUFS on event sockets: each one means the kernel
-	// dropped at least one event because the socket's receive buffer was
-	// full, and was reported to the watcher's callback as EventLost.
+	// dropped events because the socket's receive buffer was full. The
+	// watcher's callback learns of it through an EventLost once the
+	// socket has been read empty.
 	Overruns uint64
 	// DecodeErrors counts kernel messages (dump entries or events) that
 	// could not be decoded and were skipped.
@@ -236,9 +236,9 @@ func (c *Conn) execute(ctx context.Context, req []byte, kind replyKind, fn func(
 	c.stats.requests.Add(1)
 	err := rq.Execute(req, kind, fn)
 	fired := !stop()
-	var errno syscall.Errno
+	var kerr kernelError
 	switch {
-	case err == nil, errors.As(err, &errno), errors.Is(err, errDecode):
+	case err == nil, errors.As(err, &kerr), errors.Is(err, errDecode):
 		// A complete answer, the kernel's error, or a message we could
 		// not decode: the socket is in step with the kernel.
 		return err

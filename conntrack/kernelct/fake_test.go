@@ -127,11 +127,11 @@ func (k *fakeKernel) Execute(req []byte, kind replyKind, fn func(*nlMsg) error) 
 		}
 	}
 	if !haveTuple {
-		return unix.EINVAL
+		return kernelError{unix.EINVAL}
 	}
 	i := slicesIndex(k.entries, tu)
 	if i < 0 {
-		return unix.ENOENT
+		return kernelError{unix.ENOENT}
 	}
 	e := &k.entries[i]
 	switch typ {
@@ -151,7 +151,7 @@ func (k *fakeKernel) Execute(req []byte, kind replyKind, fn func(*nlMsg) error) 
 		k.entries = append(k.entries[:i], k.entries[i+1:]...)
 		return nil
 	}
-	return unix.EOPNOTSUPP
+	return kernelError{unix.EOPNOTSUPP}
 }
 
 func slicesIndex(es []Entry, t Tuple) int {
@@ -254,8 +254,9 @@ func TestErrNotFoundAndReplacement(t *testing.T) {
 	if *dials != 1 || k.closed {
 		t.Errorf("a kernel error replaced the socket (%d dials, closed %v)", *dials, k.closed)
 	}
-	// A socket-level failure replaces the socket on the next request.
-	k.failNext = errors.New("kernelct: netlink receive: boom")
+	// A socket-level failure (here an errno of the socket itself, not an
+	// answer of the kernel) replaces the socket on the next request.
+	k.failNext = fmt.Errorf("kernelct: netlink receive: %w", syscall.ENOBUFS)
 	if _, _, err := c.Lookup(ctx, e.Orig); err == nil || errors.Is(err, ErrNotFound) {
 		t.Fatalf("Lookup with a broken socket: %v", err)
 	}

@@ -186,6 +186,13 @@ func errnoOf(m *nlMsg) (syscall.Errno, error) {
 	return syscall.Errno(-code), nil
 }
 
+// kernelError is an error the kernel answered a request with (as opposed
+// to an error of the socket itself). It unwraps to the errno.
+type kernelError struct{ errno syscall.Errno }
+
+func (e kernelError) Error() string { return e.errno.Error() }
+func (e kernelError) Unwrap() error { return e.errno }
+
 // Reply kinds a request waits for.
 type replyKind uint8
 
@@ -199,7 +206,7 @@ const (
 // in) and passes the data messages of the kernel's answer to fn until the
 // answer of kind is complete. Messages with another sequence number (the
 // late answer to an interrupted request) are skipped. A kernel error is
-// returned as its syscall.Errno.
+// returned as a kernelError.
 func (s *nlSocket) Execute(req []byte, kind replyKind, fn func(*nlMsg) error) error {
 	s.seq++
 	seq := s.seq
@@ -229,7 +236,7 @@ func (s *nlSocket) Execute(req []byte, kind replyKind, fn func(*nlMsg) error) er
 					return err
 				}
 				if errno != 0 {
-					return errno
+					return kernelError{errno}
 				}
 				if m.typ == unix.NLMSG_DONE || kind == replyAck {
 					return nil
