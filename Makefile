@@ -29,7 +29,8 @@ vet:
 test: deps fmt-check vet
 	$(GO) test -race -count=1 -timeout 40m ./... ./testdata/examples/
 
-demo: deps build
+demo: build
+	@scripts/deps.sh demo
 	@scripts/demo.sh
 
 # More kernel conformance cases than make test runs: make conformance N=5000

@@ -52,3 +52,9 @@ fi
 echo "(as in iptables, a chain that is still referenced cannot be deleted; the file is unchanged)"
 
 printf '\nDemo outputs are in %s/\n' "$OUT"
+
+if [ "$(id -u)" -eq 0 ]; then
+	scripts/demo-live.sh
+else
+	printf '\n(the live part of the demo needs root: it creates network namespaces)\n'
+fi

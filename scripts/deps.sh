@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what qtables' build, tests and demo need on a Debian machine and
 # is missing: iproute2 (ip netns, veth), iptables (the kernel reference the
-# tests compare against). Go itself must already be installed.
+# tests compare against), netbase (/etc/protocols, /etc/services); with the
+# argument "demo" also ping and nc for the live demo. Go itself must
+# already be installed.
 set -euo pipefail
 
 need=()
@@ -9,6 +11,12 @@ command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v iptables >/dev/null 2>&1 || need+=(iptables)
 command -v iptables-save >/dev/null 2>&1 || need+=(iptables)
 [ -f /etc/protocols ] && [ -f /etc/services ] || need+=(netbase)
+# The live demo (scripts/demo.sh, `deps.sh demo`) also pings and opens TCP
+# connections between its namespaces.
+if [ "${1:-}" = demo ]; then
+	command -v ping >/dev/null 2>&1 || need+=(iputils-ping)
+	command -v nc >/dev/null 2>&1 || need+=(netcat-openbsd)
+fi
 
 if ! command -v go >/dev/null 2>&1 && [ ! -x /usr/local/go/bin/go ]; then
 	echo "deps: Go is not installed (need Go 1.24 or newer in PATH or /usr/local/go)" >&2
