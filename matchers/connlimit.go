@@ -22,15 +22,34 @@ import (
 // The kernel does not count the conntrack table's entries per address.
 // Each rule keeps its own lists, one per masked address (the key), of the
 // original tuples of connections it has seen, and counts a list's length.
-// The list is cleaned lazily, only when a packet whose connection is not
-// confirmed yet (the first packet of a connection, or one without any
-// connection) is added to it: every stored tuple is looked up in the
-// conntrack table, and those no longer there, or TCP connections in
-// TIME_WAIT or CLOSE, are dropped (at most 64 per call). A packet of a
-// confirmed connection is not added and cleans nothing: it sees the count
-// as it is, stale entries included. connlimitMatch reproduces this with
-// the same clock granularity (a list is cleaned at most once per jiffy),
-// so qtables and the kernel count alike packet by packet; see countList.
+// What a packet does to its key's list depends on its connection
+// (nf_conncount as in Linux 6.18 with the 2025-2026 fixes, measured with
+// conformance's TestKernelStateFacts):
+//
+//   - A packet of an ASSURED connection is not added: the list is only
+//     cleaned (see below) and counted. A packet without a connection
+//     whose tuple names one in the table counts as that connection's. If
+//     the cleaning empties the list the count is 0, and the packet is
+//     dropped (hotdrop): so the last ACK of a connection that was its
+//     key's only one, which moves it to TIME_WAIT, never passes such a
+//     rule.
+//   - Any other packet (the first of a connection, one without any, the
+//     packets of a connection not assured yet, an ICMP error about one)
+//     is added, unless it is listed already, and the list is cleaned on
+//     the way.
+//
+// Cleaning looks every stored tuple up in the conntrack table and drops
+// those no longer there (a connection whose first packet was dropped, one
+// that expired or was deleted) and TCP connections in TIME_WAIT or CLOSE,
+// at most 64 per call. Adding stops at the first listed tuple equal to
+// the packet's, so the rest of the list stays as it is. A list is cleaned
+// at most once per jiffy, though: a connection not yet confirmed that
+// arrives in the jiffy of its list's last cleaning is appended without
+// looking, duplicate or not (the kernel's "reduce unnecessary GC"; a
+// burst of first packets counts their connections more than once).
+// connlimitMatch reproduces all of this with the capture's clock at the
+// kernel's HZ, so that qtables and the kernel count alike packet by
+// packet.
 
 func init() {
 	RegisterMatch(&MatchExt{
@@ -72,9 +91,12 @@ type connlimitMatch struct {
 // tuple, or the packet's own when it has no connection. A packet whose
 // tuple cannot be taken (a transport header too short for ports, a later
 // fragment) is dropped (hotdrop).
+//
+// A count of 0 (no tuple, or a list emptied by its cleaning) drops the
+// packet too.
 func (m *connlimitMatch) Match(c *Context) bool {
-	n, ok := m.count(c)
-	if !ok {
+	n := m.count(c)
+	if n == 0 {
 		c.Hotdrop = true
 		return false
 	}
@@ -82,20 +104,24 @@ func (m *connlimitMatch) Match(c *Context) bool {
 }
 
 // count accounts the packet's connection and returns the count for its
-// key; ok is false when the packet has no tuple.
-func (m *connlimitMatch) count(c *Context) (n uint64, ok bool) {
-	var tu conntrack.Tuple
-	confirmed := false
-	_, _, e := c.CtState()
-	if e != nil {
-		tu, confirmed = e.Orig(), e.Confirmed()
+// key, 0 when the packet has no tuple.
+func (m *connlimitMatch) count(c *Context) uint64 {
+	var p ccPacket
+	if _, _, e := c.CtState(); e != nil {
+		p.tuple, p.confirmed = e.Orig(), e.Confirmed()
+		p.assured = e.Status()&conntrack.StatusAssured != 0
 	} else {
-		if tu, ok = packetTuple(c.Pkt); !ok {
-			return 0, false
+		var ok bool
+		if p.tuple, ok = packetTuple(c.Pkt); !ok {
+			return 0
 		}
-		// The packet may belong to a connection it is INVALID in.
+		// The tuple of a connection the packet is INVALID in: the kernel
+		// looks it up and treats the packet as that connection's.
 		if c.CtTable != nil {
-			_, _, confirmed = c.CtTable.Lookup(tu, c.Now)
+			var e conntrack.Entry
+			if e, _, p.confirmed = c.CtTable.Lookup(p.tuple, c.Now); p.confirmed {
+				p.assured = e.Status()&conntrack.StatusAssured != 0
+			}
 		}
 	}
 	a := c.Pkt.Src
@@ -104,7 +130,14 @@ func (m *connlimitMatch) count(c *Context) (n uint64, ok bool) {
 	}
 	a4 := a.As4()
 	key := binary.BigEndian.Uint32(a4[:]) & prefixMask32(int(m.plen))
-	return m.data.count(c.CtTable, key, &tu, confirmed, c.Now), true
+	return m.data.count(c.CtTable, key, &p, c.Now)
+}
+
+// ccPacket is what nf_conncount takes from a packet: the tuple to count
+// and whether its connection is confirmed and assured.
+type ccPacket struct {
+	tuple              conntrack.Tuple
+	confirmed, assured bool
 }
 
 // packetTuple is nf_ct_get_tuplepr on the packet: addresses, protocol and
@@ -269,29 +302,35 @@ func jiffies(t time.Time) uint32 {
 }
 
 // count is count_tree: the number of connections under key after
-// accounting tu (confirmed: its connection is in the table already).
-func (d *connCount) count(t *conntrack.Table, key uint32, tu *conntrack.Tuple, confirmed bool, now time.Time) uint64 {
+// accounting p.
+func (d *connCount) count(t *conntrack.Table, key uint32, p *ccPacket, now time.Time) uint64 {
 	s := &d.shards[(key*0x9e3779b1)>>28]
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	j := jiffies(now)
 	l, ok := s.lists[key]
-	if !ok || len(l.conns) == 0 {
+	if !ok {
 		// insert_tree: a new list holding this tuple, whatever the
-		// connection's state.
-		if !ok {
-			l = s.newList()
-			s.lists[key] = l
-			if len(s.lists) >= s.trimAt {
-				s.trim(t, now, key)
-			}
+		// packet.
+		l = s.newList()
+		s.lists[key] = l
+		if len(s.lists) >= s.trimAt {
+			s.trim(t, now, key)
 		}
-		l.conns = append(l.conns[:0], ccConn{*tu, j})
+		l.conns = append(l.conns[:0], ccConn{p.tuple, j})
 		l.lastGC, l.lastGCCount = j, 0
 		return 1
 	}
-	if !confirmed {
-		l.add(t, tu, j, now)
+	switch {
+	case p.confirmed && p.assured:
+		// Not added: cleaned and counted. An emptied list stays (the
+		// kernel frees it only while inserting another key that hashes
+		// to its slot), so this packet counts 0.
+		if len(l.conns) > 0 {
+			l.gc(t, j, now)
+		}
+	default:
+		l.add(t, &p.tuple, j, now, p.confirmed)
 	}
 	return uint64(len(l.conns))
 }
@@ -305,11 +344,12 @@ func (s *ccShard) newList() *ccList {
 	return &ccList{}
 }
 
-// add is __nf_conncount_add for a connection not confirmed yet: unless
-// the list was cleaned in this jiffy (and has not grown by 64 since),
-// drop stale tuples, stop if tu is already listed, then append it.
-func (l *ccList) add(t *conntrack.Table, tu *conntrack.Tuple, j uint32, now time.Time) {
-	if j != l.lastGC || len(l.conns)-l.lastGCCount >= connlimitMaxCollect {
+// add is __nf_conncount_add: unless the list was cleaned in this jiffy
+// (and has not grown by 64 since) and the connection is not confirmed,
+// drop stale tuples and stop if tu is listed (and its connection alive);
+// then append it.
+func (l *ccList) add(t *conntrack.Table, tu *conntrack.Tuple, j uint32, now time.Time, confirmed bool) {
+	if confirmed || j != l.lastGC || len(l.conns)-l.lastGCCount >= connlimitMaxCollect {
 		collect := 0
 		for i := 0; i < len(l.conns); {
 			if collect > connlimitMaxCollect {

@@ -44,20 +44,13 @@ func TestConnlimitErrors(t *testing.T) { runErrVectors(t, "connlimit", connlimit
 
 // TestConnlimitCounting follows nf_conncount's lists through connections
 // opened, dropped and closed: the count includes the packet's own
-// connection, stale tuples are dropped only when a connection not yet
-// confirmed is added (at most once per jiffy), and packets of confirmed
-// connections see the count as it stands.
+// connection, stale tuples are dropped when a packet is added (at most
+// once per jiffy for connections not confirmed yet), and a connection is
+// listed once.
 func TestConnlimitCounting(t *testing.T) {
 	r := newCtRig(t)
 	above2 := mustBuild(t, "connlimit", ruleTCP, "--connlimit-above 2").(*connlimitMatch)
-	count := func(c *Context) uint64 {
-		t.Helper()
-		n, ok := above2.count(c)
-		if !ok {
-			t.Fatal("no tuple")
-		}
-		return n
-	}
+	count := func(c *Context) uint64 { return above2.count(c) }
 	syn := func(src net.IP, sport uint16) []byte { return tcpSeg(t, src, ipS, sport, 80, "S", 1000, 0, 0) }
 
 	c := r.track(syn(ipC, 1001))
@@ -87,11 +80,17 @@ func TestConnlimitCounting(t *testing.T) {
 	}
 	r.accept()
 
-	// A packet of a confirmed connection is not added and cleans
-	// nothing: the dropped SYN of port 1004 still counts.
+	// A packet of a listed connection: the cleaning stops where it finds
+	// it, first in the list, so the dropped SYN of port 1004 still counts.
 	c = r.track(tcpSeg(t, ipC, ipS, 1001, 80, "S", 1000, 0, 0)) // retransmission
 	if n := count(c); n != 3 {
-		t.Fatalf("retransmitted SYN of a confirmed connection: count %d, want 3 (1001, 1002, stale 1004)", n)
+		t.Fatalf("retransmitted SYN of a listed connection: count %d, want 3 (1001, 1002, stale 1004)", n)
+	}
+	r.accept()
+	// 1002's retransmission: 1001 is alive, 1002 found, 1004 still there.
+	c = r.track(tcpSeg(t, ipC, ipS, 1002, 80, "S", 1000, 0, 0))
+	if n := count(c); n != 3 {
+		t.Fatalf("retransmitted SYN 1002: count %d, want 3", n)
 	}
 	r.accept()
 
@@ -103,7 +102,7 @@ func TestConnlimitCounting(t *testing.T) {
 	r.pass(tcpSeg(t, ipC, ipS, 1001, 80, "A", 1002, 5002, 0))
 	c = r.track(syn(ipC, 1005))
 	if n := count(c); n != 2 {
-		t.Fatalf("SYN after a close: count %d, want 2 (1002 and this one)", n)
+		t.Fatalf("SYN after a close: count %d, want 2 (1002 and this one; closed 1001 and stale 1004 cleaned)", n)
 	}
 	r.accept()
 
@@ -122,6 +121,56 @@ func TestConnlimitCounting(t *testing.T) {
 	r.drop()
 }
 
+// TestConnlimitAssured checks the packets that are counted without being
+// added, as the kernel showed (TestKernelStateFacts): an assured
+// connection's packets clean the list and count it; the ACK that moves a
+// connection to TIME_WAIT cleans the connection itself out, and a list
+// emptied so counts 0: hotdrop.
+func TestConnlimitAssured(t *testing.T) {
+	r := newCtRig(t)
+	m := mustBuild(t, "connlimit", ruleAny, "--connlimit-above 5 --connlimit-mask 0").(*connlimitMatch)
+	steps := []struct {
+		from     net.IP
+		sp, dp   uint16
+		flags    string
+		seq, ack uint32
+		data     int
+		want     uint64
+	}{
+		{ipC, 40000, 80, "S", 1000, 0, 0, 1},      // first packet: a new list
+		{ipS, 80, 40000, "SA", 5000, 1001, 0, 1},  // reply, not assured: added (listed already)
+		{ipC, 40000, 80, "A", 1001, 5001, 0, 1},   // now assured
+		{ipC, 40000, 80, "PA", 1001, 5001, 10, 1}, // counted only
+		{ipS, 80, 40000, "A", 5001, 1011, 0, 1},
+		{ipC, 40000, 80, "FA", 1011, 5001, 0, 1},
+		{ipS, 80, 40000, "A", 5001, 1012, 0, 1},
+		{ipS, 80, 40000, "FA", 5001, 1012, 0, 1},
+		{ipC, 40000, 80, "A", 1012, 5002, 0, 0}, // TIME_WAIT: cleaned out, 0: hotdrop
+	}
+	for i, st := range steps {
+		to := ipS
+		if st.from.Equal(ipS) {
+			to = ipC
+		}
+		c := r.track(tcpSeg(t, st.from, to, st.sp, st.dp, st.flags, st.seq, st.ack, st.data))
+		if got := m.Match(c); got || c.Hotdrop != (st.want == 0) {
+			t.Errorf("packet %d (%s): match %v hotdrop %v, want count %d", i+1, st.flags, got, c.Hotdrop, st.want)
+		}
+		r.accept()
+	}
+	// The emptied list stays: the next assured packet counts 0 too, a
+	// new connection starts it again.
+	c := r.track(tcpSeg(t, ipS, ipC, 80, 40000, "A", 5002, 1012, 0))
+	if m.Match(c); !c.Hotdrop {
+		t.Error("assured packet on an emptied list: no hotdrop")
+	}
+	r.accept()
+	c = r.track(udpDgram(t, ipC, ipS, 1, 2, 0))
+	if n := m.count(c); n != 1 {
+		t.Errorf("new connection on an emptied list: count %d, want 1", n)
+	}
+}
+
 func TestConnlimitKeys(t *testing.T) {
 	r := newCtRig(t)
 	dst24 := mustBuild(t, "connlimit", ruleAny, "--connlimit-upto 1 --connlimit-mask 24 --connlimit-daddr")
@@ -136,11 +185,18 @@ func TestConnlimitKeys(t *testing.T) {
 		t.Fatal("second flow to the same /24: 2 connections")
 	}
 	r.accept()
-	// The reply's key is its own source address (a server): a new list,
-	// in which the connection is put although it is confirmed.
+	// The reply's key is its own destination (a client's /24): a list of
+	// its own, where the connection is listed by its original tuple.
 	c = r.track(udpDgram(t, ipS, ipC, 53, 1, 0))
 	if !dst24.Match(c) {
 		t.Fatal("reply to 10.1.0.0/24: a list of its own with one connection")
+	}
+	r.accept()
+	// Confirmed connections are listed too: the second flow's reply
+	// joins the list of 10.1.0.0/24.
+	c = r.track(udpDgram(t, ipS2, ipC2, 53, 1, 0))
+	if dst24.Match(c) || !all.Match(c) {
+		t.Fatal("second reply to 10.1.0.0/24: 2 connections")
 	}
 	r.accept()
 }

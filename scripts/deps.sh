@@ -10,6 +10,9 @@ need=()
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v iptables >/dev/null 2>&1 || need+=(iptables)
 command -v iptables-save >/dev/null 2>&1 || need+=(iptables)
+# conntrack -F / -L: the stateful conformance cases empty and list the
+# kernel's connection table between cases.
+command -v conntrack >/dev/null 2>&1 || need+=(conntrack)
 [ -f /etc/protocols ] && [ -f /etc/services ] || need+=(netbase)
 # The live demo (scripts/demo.sh, `deps.sh demo`) also pings and opens TCP
 # connections between its namespaces.
