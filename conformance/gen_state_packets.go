@@ -2,12 +2,8 @@ package conformance
 
 import (
 	"encoding/binary"
-	"fmt"
 	"net"
 	"net/netip"
-
-	"github.com/google/gopacket"
-	"github.com/google/gopacket/layers"
 )
 
 // StatePacket is one packet of a stateful case: the datagram, the side it
@@ -30,12 +26,10 @@ func (p *StatePacket) Frame(t *StateTopology) ([]byte, error) {
 
 // TCP option kinds the generator writes.
 const (
-	tcpOptEOL    = 0
 	tcpOptNOP    = 1
 	tcpOptMSS    = 2
 	tcpOptWScale = 3
 	tcpOptSACKOK = 4
-	tcpOptSACK   = 5
 )
 
 // tcpSegment encodes a TCP header with the given sequence numbers, flags,
@@ -119,19 +113,4 @@ func ipDatagram(p *Packet) ([]byte, error) {
 		return nil, err
 	}
 	return f[14 : 14+p.IPLen()], nil
-}
-
-// checkTCP decodes a generated segment with gopacket, an independent
-// decoder, for the generator's tests.
-func checkTCP(src, dst netip.Addr, seg []byte) (*layers.TCP, error) {
-	ip := &layers.IPv4{Version: 4, SrcIP: src.AsSlice(), DstIP: dst.AsSlice(), Protocol: layers.IPProtocolTCP}
-	pkt := gopacket.NewPacket(seg, layers.LayerTypeTCP, gopacket.Default)
-	tcp, ok := pkt.Layer(layers.LayerTypeTCP).(*layers.TCP)
-	if !ok {
-		return nil, fmt.Errorf("not decodable as TCP: %v", pkt.ErrorLayer())
-	}
-	if err := tcp.SetNetworkLayerForChecksum(ip); err != nil {
-		return nil, err
-	}
-	return tcp, nil
 }
