@@ -2,6 +2,7 @@ package queue
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -138,6 +139,8 @@ type job struct {
 	hook    uint8
 	in, out uint32
 	mark    uint32
+	// skbInfo holds the NFQA_SKB_INFO flags (checksum state, GSO).
+	skbInfo uint32
 	hwProto uint16
 	hw      [6]byte
 	hasHw   bool
@@ -162,7 +165,10 @@ type Daemon struct {
 	// its verdict.
 	latency prometheus.Histogram
 
-	rejectSeen atomic.Bool
+	// rej sends REJECT replies; until Run opens its socket it builds
+	// them and counts them as failed.
+	rej           atomic.Pointer[rejecter]
+	rejectFailLog atomic.Bool
 	// lastKernel is the kernel's view of the queues taken just before they
 	// were unbound, for the statistics written on exit.
 	lastKernel atomic.Pointer[[]KernelQueue]
@@ -185,6 +191,7 @@ func New(cfg Config) (*Daemon, error) {
 	}
 	d := &Daemon{cfg: cfg, log: cfg.Logger, ifaces: newIfaceCache(), latency: newLatencyHistogram()}
 	d.rules.Store(r)
+	d.rej.Store(newRejecter(-1))
 	return d, nil
 }
 
@@ -220,6 +227,7 @@ func (d *Daemon) Reload() error {
 // daemon's queues.
 func (d *Daemon) Stats() Stats {
 	s := d.cnt.snapshot()
+	s.RejectReplies = d.rej.Load().snapshot()
 	if d.sink != nil {
 		s.LogWritten, s.LogDropped = d.sink.Written(), d.sink.Dropped()
 	}
@@ -339,6 +347,13 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 		return err
 	}
 	defer lock.Close()
+	// The REJECT socket belongs to this namespace, like the queues.
+	if rej, rerr := openRejecter(); rerr != nil {
+		d.log.Warn("REJECT drops packets but cannot send replies", "err", rerr)
+	} else {
+		d.rej.Store(rej)
+		defer rej.close()
+	}
 	if d.cfg.MetricsAddr != "" {
 		_, stop, err := d.serveMetrics(d.cfg.MetricsAddr)
 		if err != nil {
@@ -477,6 +492,7 @@ func (d *Daemon) monitor(ctx context.Context, fatal <-chan error) error {
 			return err
 		case <-t.C:
 			d.ifaces.refresh()
+			d.rej.Load().refresh()
 			kq, err := ReadKernelQueues(ProcQueuePath)
 			if err != nil {
 				d.log.Warn("cannot read kernel queue statistics", "err", err)
@@ -647,6 +663,9 @@ func (d *Daemon) dispatch(ctx context.Context, q verdicter, a *nfqueue.Attribute
 	if a.HwProtocol != nil {
 		jb.hwProto = *a.HwProtocol
 	}
+	if a.SkbInfo != nil && len(*a.SkbInfo) == 4 {
+		jb.skbInfo = binary.BigEndian.Uint32(*a.SkbInfo)
+	}
 	w := d.workers[FlowHash(jb.data)%uint64(len(d.workers))]
 	d.inflight.Add(1)
 	select {
@@ -658,11 +677,23 @@ func (d *Daemon) dispatch(ctx context.Context, q verdicter, a *nfqueue.Attribute
 	}
 }
 
+// worker is one judging goroutine's state.
+type worker struct {
+	j *Judge
+	// ft is the flow table for the fast path (nil without it).
+	ft *flowTable
+	// rs builds and sends REJECT replies.
+	rs rejectScratch
+}
+
+func (d *Daemon) newWorker() *worker {
+	return &worker{j: NewJudge(d.cfg.defaultVerdict()), ft: d.newFlowTable()}
+}
+
 func (d *Daemon) work(jobs <-chan job) {
-	j := NewJudge(d.cfg.defaultVerdict())
-	ft := d.newFlowTable()
+	w := d.newWorker()
 	for jb := range jobs {
-		d.handle(j, ft, &jb)
+		d.handle(w, &jb)
 		d.inflight.Add(-1)
 	}
 }
@@ -675,10 +706,19 @@ func (d *Daemon) newFlowTable() *flowTable {
 	return newFlowTable(d.cfg.OffloadAfter)
 }
 
-// handle judges one packet and gives the kernel its verdict. ft is the
-// worker's flow table for the fast path (nil without it).
-func (d *Daemon) handle(j *Judge, ft *flowTable, jb *job) {
+// handle judges one packet, sends the REJECT reply if the rules asked for
+// one, and gives the kernel its verdict.
+func (d *Daemon) handle(w *worker, jb *job) {
+	j, ft := w.j, w.ft
 	out := d.judge(j, jb)
+	if out.Verdict == matchers.Drop && !out.Panicked && !out.Undecodable {
+		for i := range j.Events() {
+			if ev := &j.Events()[i]; ev.Kind == matchers.EventReject {
+				d.sendReject(w, jb, ev, out.Mark)
+				break
+			}
+		}
+	}
 	mask := d.cfg.Hooks.OffloadMask
 	// A packet that already carries the offload bits was marked by someone
 	// else, or came back after a repeat: never repeat it again.
@@ -712,6 +752,21 @@ func (d *Daemon) handle(j *Judge, ft *flowTable, jb *job) {
 		d.log.Debug("verdict not taken", "id", jb.id, "err", err)
 	}
 	d.observeLatency(jb)
+}
+
+// sendReject sends the reply the kernel's REJECT would send, before the
+// packet is dropped (the kernel's order). The first failure is logged.
+func (d *Daemon) sendReject(w *worker, jb *job, ev *matchers.Event, mark uint32) {
+	r := d.rej.Load()
+	if out := r.reject(&w.rs, jb.data, ev.Reject, matchers.Hook(jb.hook), mark, jb.skbInfo); out == RejectFailed &&
+		d.rejectFailLog.CompareAndSwap(false, true) {
+		var err error
+		if p := r.lastErr.Load(); p != nil {
+			err = *p
+		}
+		d.log.Warn("REJECT reply not sent (the packet is dropped; later failures are only counted)",
+			"chain", ev.Chain, "rule", ev.Rule, "with", ev.Reject.String(), "err", err)
+	}
 }
 
 func (d *Daemon) observeLatency(jb *job) {
@@ -766,10 +821,6 @@ func (d *Daemon) judge(j *Judge, jb *job) (out Outcome) {
 			d.sink.Log(ev.Text)
 		case matchers.EventReject:
 			d.cnt.rejects.Add(1)
-			if d.rejectSeen.CompareAndSwap(false, true) {
-				d.log.Info("REJECT hit: the packet is dropped; sending the reject packet is not implemented yet (counted in reject_events)",
-					"chain", ev.Chain, "rule", ev.Rule, "with", ev.Reject.String())
-			}
 		}
 	}
 	return out

@@ -15,6 +15,7 @@ import (
 
 	nfqueue "github.com/florianl/go-nfqueue/v2"
 	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/qtables/qtables/engine"
 	"github.com/qtables/qtables/matchers"
@@ -97,7 +98,12 @@ func TestDaemonHandle(t *testing.T) {
 	var logLines, logs bytes.Buffer
 	d := testDaemon(t, panicRules, &logLines, &logs)
 	q := &fakeQueue{}
-	j := NewJudge(d.cfg.defaultVerdict())
+	w := d.newWorker()
+	var replies [][]byte
+	d.rej.Load().write = func(reply, _ []byte, to *unix.SockaddrInet4) error {
+		replies = append(replies, append([]byte(nil), reply...))
+		return nil
+	}
 	pkts := []struct {
 		data    []byte
 		verdict int
@@ -110,7 +116,7 @@ func TestDaemonHandle(t *testing.T) {
 		{icmpEcho("10.0.1.2", "10.0.2.2"), nfqueue.NfAccept, 0},          // the worker goes on
 	}
 	for i, p := range pkts {
-		d.handle(j, nil, &job{q: q, id: uint32(i + 1), data: p.data, hook: uint8(matchers.HookForward)})
+		d.handle(w, &job{q: q, id: uint32(i + 1), data: p.data, hook: uint8(matchers.HookForward)})
 	}
 	if len(q.v) != len(pkts) {
 		t.Fatalf("verdicts %+v", q.v)
@@ -127,8 +133,14 @@ func TestDaemonHandle(t *testing.T) {
 	if !strings.Contains(logs.String(), "panic while judging a packet") || !strings.Contains(logs.String(), "qtpanic: extension bug") {
 		t.Errorf("panic not logged:\n%s", logs.String())
 	}
-	if !strings.Contains(logs.String(), "REJECT hit") {
-		t.Errorf("reject not logged:\n%s", logs.String())
+	// The REJECT's reply went out before the drop: a port unreachable
+	// quoting the UDP datagram, routed back to its source.
+	if len(replies) != 1 || len(replies[0]) != 28+32 || replies[0][20] != 3 || replies[0][21] != 3 ||
+		!bytes.Equal(replies[0][16:20], []byte{10, 0, 1, 2}) || !bytes.Equal(replies[0][28:], pkts[3].data) {
+		t.Errorf("REJECT replies %x", replies)
+	}
+	if st.RejectReplies["sent"] != 1 || len(st.RejectReplies) != 1 {
+		t.Errorf("reject replies %v", st.RejectReplies)
 	}
 	d.sink.Close()
 	if got := logLines.String(); !strings.HasPrefix(got, "drop81: IN= OUT= SRC=10.0.1.2 DST=10.0.2.2 ") || strings.Count(got, "\n") != 1 {
@@ -166,12 +178,12 @@ func TestDaemonDefaultDrop(t *testing.T) {
 	d.sink = NewLogSink(io.Discard, 0, 0)
 	defer d.sink.Close()
 	q := &fakeQueue{}
-	j := NewJudge(d.cfg.defaultVerdict())
-	d.handle(j, nil, &job{q: q, id: 1, data: tcpSyn("10.0.1.2", "10.0.2.2", 1, 99), hook: uint8(matchers.HookForward)})
-	d.handle(j, nil, &job{q: q, id: 2, data: []byte{0x45}, hook: uint8(matchers.HookForward)})
+	w := d.newWorker()
+	d.handle(w, &job{q: q, id: 1, data: tcpSyn("10.0.1.2", "10.0.2.2", 1, 99), hook: uint8(matchers.HookForward)})
+	d.handle(w, &job{q: q, id: 2, data: []byte{0x45}, hook: uint8(matchers.HookForward)})
 	// A hook the rules have no chain for gets ACCEPT, as a kernel hook
 	// without rules does.
-	d.handle(j, nil, &job{q: q, id: 3, data: tcpSyn("10.0.1.2", "10.0.2.2", 1, 99), hook: uint8(matchers.HookPrerouting)})
+	d.handle(w, &job{q: q, id: 3, data: tcpSyn("10.0.1.2", "10.0.2.2", 1, 99), hook: uint8(matchers.HookPrerouting)})
 	want := []verdictRec{{1, nfqueue.NfDrop, 0}, {2, nfqueue.NfDrop, 0}}
 	if len(q.v) != 3 || q.v[0] != want[0] || q.v[1] != want[1] {
 		t.Errorf("verdicts %+v, want %+v", q.v, want)
@@ -232,7 +244,7 @@ func TestReload(t *testing.T) {
 		t.Fatal(err)
 	}
 	q := &fakeQueue{}
-	d.handle(NewJudge(matchers.Accept), nil, &job{q: q, id: 1, data: tcpSyn("10.0.1.2", "10.0.2.2", 1, 81), hook: uint8(matchers.HookForward)})
+	d.handle(d.newWorker(), &job{q: q, id: 1, data: tcpSyn("10.0.1.2", "10.0.2.2", 1, 81), hook: uint8(matchers.HookForward)})
 	if len(q.v) != 1 || q.v[0].verdict != nfqueue.NfAccept {
 		t.Errorf("after reload: %+v, want ACCEPT", q.v)
 	}

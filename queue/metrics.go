@@ -61,7 +61,7 @@ type Metrics struct {
 
 	received, verdicts, marked, undecodable, panics  *prometheus.Desc
 	offloaded, rejects, logEvents, logLines, enobufs *prometheus.Desc
-	verdictErrs, readErrs, reloads                   *prometheus.Desc
+	verdictErrs, readErrs, reloads, rejectReplies    *prometheus.Desc
 	kWaiting, kDropped                               *prometheus.Desc
 	rulePackets, ruleBytes                           *prometheus.Desc
 }
@@ -88,6 +88,8 @@ func NewMetrics(d *Daemon) *Metrics {
 		panics:      desc("panics_total", "Packets whose judging panicked (default verdict)."),
 		offloaded:   desc("offloaded_flows_total", "Flows handed to the kernel's connmark fast path."),
 		rejects:     desc("reject_events_total", "REJECT targets hit (the packet is dropped)."),
+		rejectReplies: desc("reject_replies_total",
+			"REJECT replies by outcome: sent, failed, or why the kernel would send none (fragment, rst, icmp_error, broadcast, source, bad_checksum, truncated, not_tcp, rate_limited).", "outcome"),
 		logEvents:   desc("log_events_total", "LOG targets hit."),
 		logLines:    desc("log_lines_total", "LOG lines, by outcome (written, dropped by the rate limit or a full buffer).", "outcome"),
 		enobufs:     desc("enobufs_total", "Receive buffer overruns: the kernel could not deliver queued packets."),
@@ -105,7 +107,7 @@ func NewMetrics(d *Daemon) *Metrics {
 // Describe implements prometheus.Collector.
 func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{m.received, m.verdicts, m.marked, m.undecodable, m.panics, m.offloaded,
-		m.rejects, m.logEvents, m.logLines, m.enobufs, m.verdictErrs, m.readErrs, m.reloads, m.kWaiting, m.kDropped,
+		m.rejects, m.rejectReplies, m.logEvents, m.logLines, m.enobufs, m.verdictErrs, m.readErrs, m.reloads, m.kWaiting, m.kDropped,
 		m.rulePackets, m.ruleBytes} {
 		ch <- d
 	}
@@ -127,6 +129,9 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	counter(m.panics, st.Panics)
 	counter(m.offloaded, st.Offloaded)
 	counter(m.rejects, st.RejectEvents)
+	for outcome, n := range st.RejectReplies {
+		counter(m.rejectReplies, n, outcome)
+	}
 	counter(m.logEvents, st.LogEvents)
 	counter(m.logLines, st.LogWritten, "written")
 	counter(m.logLines, st.LogDropped, "dropped")

@@ -17,14 +17,14 @@ func TestMetrics(t *testing.T) {
 	var logs bytes.Buffer
 	d := testDaemon(t, testRules, io.Discard, &logs)
 	q := &fakeQueue{}
-	j := NewJudge(matchers.Accept)
+	w := d.newWorker()
 	now := time.Now()
 	for i, p := range [][]byte{
 		tcpSyn("10.0.1.2", "10.0.2.2", 1, 80), tcpSyn("10.0.1.2", "10.0.2.2", 1, 81),
 		tcpSyn("10.0.1.2", "10.0.2.2", 2, 81), icmpEcho("10.0.1.2", "10.0.2.2"),
 	} {
 		d.cnt.received.Add(1)
-		d.handle(j, nil, &job{q: q, id: uint32(i), data: p, hook: uint8(matchers.HookForward), arrived: now})
+		d.handle(w, &job{q: q, id: uint32(i), data: p, hook: uint8(matchers.HookForward), arrived: now})
 	}
 	fams, err := NewMetrics(d).registry().Gather()
 	if err != nil {

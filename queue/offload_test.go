@@ -91,14 +91,13 @@ func TestDaemonOffload(t *testing.T) {
 	d := testDaemon(t, testRules, io.Discard, &logs)
 	d.cfg.Hooks.OffloadMask = 0x40000000
 	d.cfg.OffloadAfter = 3
-	ft := d.newFlowTable()
-	j := NewJudge(matchers.Accept)
+	w := d.newWorker()
 	q := &fakeQueue{}
 	icmp := icmpEcho("10.0.1.2", "10.0.2.2") // accepted, no mark, no event
 	// FORWARD rule 4 accepts ICMP both ways.
 	reply := ipv4(1, "10.0.2.2", "10.0.1.2", []byte{0, 0, 0, 0, 0, 1, 0, 1})
 	for i, p := range [][]byte{icmp, reply, icmp} {
-		d.handle(j, ft, &job{q: q, id: uint32(i + 1), data: p, hook: uint8(matchers.HookForward)})
+		d.handle(w, &job{q: q, id: uint32(i + 1), data: p, hook: uint8(matchers.HookForward)})
 	}
 	if len(q.v) != 3 || q.v[0].verdict != nfqueue.NfAccept || q.v[1].verdict != nfqueue.NfAccept ||
 		q.v[2].verdict != nfqueue.NfRepeat || q.v[2].opts != 1 {
@@ -107,7 +106,7 @@ func TestDaemonOffload(t *testing.T) {
 	// A packet arriving with the offload bits is never repeated again.
 	q.v = nil
 	for i := 0; i < 5; i++ {
-		d.handle(j, ft, &job{q: q, id: 10, data: icmp, mark: 0x40000000, hook: uint8(matchers.HookForward)})
+		d.handle(w, &job{q: q, id: 10, data: icmp, mark: 0x40000000, hook: uint8(matchers.HookForward)})
 	}
 	for _, v := range q.v {
 		if v.verdict != nfqueue.NfAccept {
@@ -117,7 +116,7 @@ func TestDaemonOffload(t *testing.T) {
 	// Port 80 gets a MARK from the rules: its flow is never offloaded.
 	q.v = nil
 	for i := 0; i < 6; i++ {
-		d.handle(j, ft, &job{q: q, id: 20, data: tcpSyn("10.0.1.2", "10.0.2.2", 5000, 80), hook: uint8(matchers.HookForward)})
+		d.handle(w, &job{q: q, id: 20, data: tcpSyn("10.0.1.2", "10.0.2.2", 5000, 80), hook: uint8(matchers.HookForward)})
 	}
 	for _, v := range q.v {
 		if v.verdict == nfqueue.NfRepeat {

@@ -52,14 +52,18 @@ type Stats struct {
 	// Panics counts packets whose judging panicked (they got the default
 	// verdict).
 	Panics uint64 `json:"panics"`
-	// RejectEvents counts REJECT targets hit (the packet is dropped; the
-	// reject packet is not sent yet). LogEvents counts LOG targets hit,
+	// RejectEvents counts REJECT targets hit (the packet is dropped);
+	// RejectReplies what became of them, by outcome: "sent", a reason the
+	// kernel sends no reply ("fragment", "rst", "icmp_error",
+	// "broadcast", "source", "bad_checksum", "truncated", "not_tcp",
+	// "rate_limited"), or "failed". LogEvents counts LOG targets hit,
 	// LogWritten the lines written, LogDropped those lost to the rate limit
 	// or a full buffer.
-	RejectEvents uint64 `json:"reject_events"`
-	LogEvents    uint64 `json:"log_events"`
-	LogWritten   uint64 `json:"log_written"`
-	LogDropped   uint64 `json:"log_dropped"`
+	RejectEvents  uint64            `json:"reject_events"`
+	RejectReplies map[string]uint64 `json:"reject_replies,omitempty"`
+	LogEvents     uint64            `json:"log_events"`
+	LogWritten    uint64            `json:"log_written"`
+	LogDropped    uint64            `json:"log_dropped"`
 	// VerdictErrors counts verdicts the kernel refused (the packet had
 	// gone, the socket failed); ENOBUFS counts receive buffer overruns
 	// (the kernel dropped queued packets it could not deliver); ReadErrors

@@ -82,8 +82,12 @@ dedicated chain per hook (QTABLES-INPUT, QTABLES-FORWARD, ... in filter;
 QTABLES-PREROUTING and QTABLES-POSTROUTING in mangle) jumped to from the
 built-in chain, and judges every queued packet with the rules: at each hook,
 the rules' tables with a chain of that name, mangle before filter, as the
-kernel runs them. The verdict is ACCEPT or DROP (REJECT drops; the reject
-packet is not sent yet), with the packet mark when the rules changed it.
+kernel runs them. The verdict is ACCEPT or DROP, with the packet mark when
+the rules changed it. REJECT sends what the kernel's REJECT would (a TCP RST
+or an ICMP destination unreachable of the --reject-with code, never for
+non-first fragments, RSTs, ICMP errors or broadcasts, ICMP rate-limited as
+the kernel's icmp_ratelimit) from a raw socket in the daemon's namespace,
+then drops.
 
 Safety: the NFQUEUE rules carry --queue-bypass unless --fail-closed is
 given, so while no daemon reads the queues (stopped, crashed, killed) the
@@ -111,7 +115,7 @@ rate-limited (--log-rate lines per second, --log-burst); the daemon's own
 messages go to stderr. On exit --counters-file gets the rules with their
 counters (iptables-save -c format) and --stats-file the daemon's statistics
 as JSON: received, accepted, dropped, marked, panics, reject_events,
-log_events, log_written, log_dropped, verdict_errors, enobufs, and the
+reject_replies (by outcome: sent, or why none was sent), log_events, log_written, log_dropped, verdict_errors, enobufs, and the
 kernel's per-queue counters from /proc/net/netfilter/nfnetlink_queue
 (waiting, queue_dropped, user_dropped).
 
