@@ -14,6 +14,34 @@ import (
 // stateful matches and targets, and the packets of a few connections in
 // both directions, interleaved as they cross the router. It is a pure
 // function of its seed.
+//
+// The stateful cases run apart from the stateless ones (their own test,
+// TestKernelStateConformance, and topology, StateTopology): once a rule
+// uses connection tracking, FW tracks every packet and reassembles
+// fragments before FORWARD. Clients (ClientNet) inject on SRC's side,
+// servers and routers on SINK's, so the kernel sees both directions of
+// every connection; FW's connection table is emptied (conntrack -F)
+// before each case, as qtables test starts empty. qtables runs over the
+// same frames in the order sent, stamped with the times they were sent,
+// with the interfaces chosen by address (StateQtablesArgs), and its
+// counters and connection table (--flows, against conntrack -L without
+// the timeouts) must be the kernel's.
+//
+// What the generator avoids, and why:
+//
+//   - Fragments (reassembled by the kernel, tracked one by one by
+//     qtables), bad checksums (the kernel checks them at PREROUTING;
+//     qtables test only with --ct-checksum), SCTP, DCCP and GRE (tracked
+//     as generic protocols by qtables) and NAT states.
+//   - --ctexpire ranges whose ends could fall between a timeout T and T-1
+//     seconds (ctExpireRanges): the kernel counts jiffies, qtables the
+//     capture's nanoseconds.
+//   - Bursts through connlimit rules: the kernel cleans a rule's list at
+//     most once per jiffy, so a case with connlimit paces its packets
+//     (Pace), and a connlimit rule with more than one key (address) only
+//     sees connections not confirmed yet (a "! --ctstatus CONFIRMED"
+//     before it), because inserting a new key also cleans the lists of
+//     other keys in the same of 256 randomly seeded slots.
 type StateCase struct {
 	Seed    uint64
 	Rules   string
@@ -39,6 +67,10 @@ type stateGen struct {
 	flows                     [][]StatePacket
 	usedPorts                 map[uint16]bool
 	connlimit                 bool
+	// stateful records that a rule uses connection tracking: without one
+	// the kernel would not track at all (conntrack is on in a namespace
+	// only while a loaded rule needs it).
+	stateful bool
 	// noCtExpire leaves --ctexpire out (see GenerateState).
 	noCtExpire bool
 }
@@ -468,6 +500,7 @@ func (g *stateGen) ruleSet() string {
 	n := 3 + g.intn(9)
 	for i := range n {
 		if i == 0 && g.chance(0.35) {
+			g.stateful = true
 			b.WriteString(pickFrom(g, []string{
 				"-A FORWARD -m state --state ESTABLISHED,RELATED -j ACCEPT\n",
 				"-A FORWARD -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT\n",
@@ -481,6 +514,9 @@ func (g *stateGen) ruleSet() string {
 		for range 1 + g.intn(4) {
 			b.WriteString("-A " + u + g.rule(nil, true) + "\n")
 		}
+	}
+	if !g.stateful {
+		b.WriteString("-A FORWARD -m state --state INVALID\n")
 	}
 	b.WriteString("COMMIT\n")
 	return b.String()
@@ -543,7 +579,9 @@ func (g *stateGen) anyAddrNet() string {
 }
 
 func (g *stateGen) match() string {
-	switch n := g.intn(100); {
+	n := g.intn(100)
+	g.stateful = g.stateful || n < 90
+	switch {
 	case n < 18:
 		return "-m state " + g.not(0.2) + "--state " + g.states(false)
 	case n < 55:
