@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what qtables' build, tests and demo need on a Debian machine and
 # is missing: iproute2 (ip netns, veth), iptables (the kernel reference the
-# tests compare against), netbase (/etc/protocols, /etc/services); with the
-# argument "demo" also ping and nc for the live demo. Go itself must
+# tests compare against), netbase (/etc/protocols, /etc/services), tshark
+# (the application-layer parsers are compared with it on ../shared/pcaps);
+# with the argument "demo" also ping and nc for the live demo. Go itself must
 # already be installed.
 set -euo pipefail
 
@@ -14,6 +15,7 @@ command -v iptables-save >/dev/null 2>&1 || need+=(iptables)
 # kernel's connection table between cases.
 command -v conntrack >/dev/null 2>&1 || need+=(conntrack)
 [ -f /etc/protocols ] && [ -f /etc/services ] || need+=(netbase)
+command -v tshark >/dev/null 2>&1 || need+=(tshark)
 # The live demo (scripts/demo.sh, `deps.sh demo`) also pings and opens TCP
 # connections between its namespaces.
 if [ "${1:-}" = demo ]; then
@@ -39,5 +41,10 @@ if ! command -v apt-get >/dev/null 2>&1; then
 fi
 echo "deps: installing ${need[*]}"
 export DEBIAN_FRONTEND=noninteractive
+# wireshark-common asks whether non-root users may capture; answer no
+# beforehand so that the install never stops at the question.
+if printf '%s\n' "${need[@]}" | grep -qx tshark; then
+	echo wireshark-common wireshark-common/install-setuid boolean false | debconf-set-selections
+fi
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
