@@ -47,8 +47,11 @@ type Config struct {
 	// undecodable packet, a verdict other than ACCEPT/DROP) DROP instead
 	// of the default ACCEPT.
 	DefaultDrop bool
-	// LogOutput receives LOG lines (default: discarded). LogRate limits
-	// them per second (0: 100), LogBurst is the bucket size (0: 2*LogRate).
+	// LogWriter receives the LOG events: PlainLog, JSONLog, SyslogLog
+	// (default: PlainLog(LogOutput), or discarded without LogOutput).
+	// LogRate limits them per second (0: 100), LogBurst is the bucket size
+	// (0: 2*LogRate).
+	LogWriter LogWriter
 	LogOutput io.Writer
 	LogRate   float64
 	LogBurst  int
@@ -101,8 +104,12 @@ func (c *Config) defaults() error {
 	if c.SockBuf == 0 {
 		c.SockBuf = 4 << 20
 	}
-	if c.LogOutput == nil {
-		c.LogOutput = io.Discard
+	if c.LogWriter == nil {
+		if c.LogOutput != nil {
+			c.LogWriter = PlainLog(c.LogOutput)
+		} else {
+			c.LogWriter = DiscardLog()
+		}
 	}
 	if c.LogRate == 0 {
 		c.LogRate = 100
@@ -378,7 +385,7 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 		}
 	}
 
-	d.sink = NewLogSink(d.cfg.LogOutput, d.cfg.LogRate, d.cfg.LogBurst)
+	d.sink = NewLogSink(d.cfg.LogWriter, d.cfg.LogRate, d.cfg.LogBurst)
 	var workWG sync.WaitGroup
 	d.workers = make([]chan job, d.cfg.Workers)
 	for i := range d.workers {
@@ -484,6 +491,7 @@ func (d *Daemon) monitor(ctx context.Context, fatal <-chan error) error {
 	t := time.NewTicker(d.cfg.MonitorInterval)
 	defer t.Stop()
 	last := map[uint16]KernelQueue{}
+	var logErrs uint64
 	for {
 		select {
 		case <-ctx.Done():
@@ -509,6 +517,10 @@ func (d *Daemon) monitor(ctx context.Context, fatal <-chan error) error {
 						"hint", "raise --queue-len or --sock-buf, or add workers")
 				}
 				last[q.Queue] = q
+			}
+			if n := d.sink.Errors(); n > logErrs {
+				d.log.Warn("LOG output failing", "failed_writes", n-logErrs, "err", d.sink.LastError())
+				logErrs = n
 			}
 			if n := d.cnt.enobufs.Load(); n > 0 {
 				d.log.Debug("receive buffer overruns so far", "enobufs", n)
@@ -818,7 +830,7 @@ func (d *Daemon) judge(j *Judge, jb *job) (out Outcome) {
 		switch ev.Kind {
 		case matchers.EventLog:
 			d.cnt.logEvents.Add(1)
-			d.sink.Log(ev.Text)
+			d.sink.Log(ev)
 		case matchers.EventReject:
 			d.cnt.rejects.Add(1)
 		}

@@ -87,7 +87,7 @@ func testDaemon(t *testing.T, rules string, logOut io.Writer, logs *bytes.Buffer
 	if err != nil {
 		t.Fatal(err)
 	}
-	d.sink = NewLogSink(logOut, 0, 0)
+	d.sink = NewLogSink(PlainLog(logOut), 0, 0)
 	t.Cleanup(d.sink.Close)
 	return d
 }
@@ -175,7 +175,7 @@ func TestDaemonDefaultDrop(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d.sink = NewLogSink(io.Discard, 0, 0)
+	d.sink = NewLogSink(DiscardLog(), 0, 0)
 	defer d.sink.Close()
 	q := &fakeQueue{}
 	w := d.newWorker()
@@ -277,9 +277,9 @@ func TestParseKernelQueues(t *testing.T) {
 
 func TestLogSinkRateLimit(t *testing.T) {
 	var buf syncBuffer
-	s := NewLogSink(&buf, 1, 3) // bucket of 3, refills once a second
+	s := NewLogSink(PlainLog(&buf), 1, 3) // bucket of 3, refills once a second
 	for i := 0; i < 10; i++ {
-		s.Log([]byte("line"))
+		s.Log(&matchers.Event{Kind: matchers.EventLog, Text: []byte("line")})
 	}
 	s.Close()
 	if got := strings.Count(buf.String(), "line\n"); got != 3 || s.Written() != 3 || s.Dropped() != 7 {
@@ -288,13 +288,14 @@ func TestLogSinkRateLimit(t *testing.T) {
 }
 
 func TestLogSinkAllocs(t *testing.T) {
-	s := NewLogSink(io.Discard, 0, 0)
+	s := NewLogSink(PlainLog(io.Discard), 0, 0)
 	defer s.Close()
-	line := []byte("drop81: IN=eth0 OUT=eth1 SRC=10.0.1.2 DST=10.0.2.2 LEN=40 ")
+	ev := &matchers.Event{Kind: matchers.EventLog, Level: 4, Chain: "FORWARD", Rule: 2,
+		Text: []byte("drop81: IN=eth0 OUT=eth1 SRC=10.0.1.2 DST=10.0.2.2 LEN=40 ")}
 	for i := 0; i < 100; i++ {
-		s.Log(line)
+		s.Log(ev)
 	}
-	if a := testing.AllocsPerRun(1000, func() { s.Log(line) }); a > 0.1 {
+	if a := testing.AllocsPerRun(1000, func() { s.Log(ev) }); a > 0.1 {
 		t.Errorf("Log allocates %.2f times per line", a)
 	}
 }

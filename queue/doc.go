@@ -20,7 +20,12 @@
 //     before filter) and collects the verdict, the packet mark and the LOG
 //     and REJECT events; it allocates nothing.
 //   - LogSink (logsink.go) writes LOG events as the kernel's lines,
-//     rate-limited, off the packet path.
+//     rate-limited, off the packet path: to a file or stdout, as JSON
+//     lines, or to the local syslog socket (facility kern, the rule's
+//     level).
+//   - REJECT (reject.go) builds the reply the kernel's REJECT sends, TCP
+//     RST or ICMP destination unreachable, under the kernel's conditions,
+//     and sends it through a raw socket in the daemon's namespace.
 //   - The fast path (offload.go): hook chains accept connections carrying
 //     qtables' connmark bits before queueing; a flow settled by the
 //     inspection depth is handed to the kernel with an NF_REPEAT verdict.

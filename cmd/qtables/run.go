@@ -66,6 +66,9 @@ func newRunCmd() *cobra.Command {
 		failOpen     bool
 		defVerdict   string
 		logFile      string
+		logTo        string
+		syslogSocket string
+		syslogTag    string
 		logRate      float64
 		logBurst     int
 		countersFile string
@@ -110,9 +113,15 @@ connection never reach the queue. The rules' later decisions for that flow
 are then not applied: choose --offload-after as the inspection depth your
 rules need. M must be bits no one else uses in the packet or connection mark.
 
-Outputs: LOG lines (the kernel's format) go to stdout or --log-file,
-rate-limited (--log-rate lines per second, --log-burst); the daemon's own
-messages go to stderr. On exit --counters-file gets the rules with their
+Outputs: LOG events are the kernel's lines (PREFIX IN=... OUT=... MAC=...
+SRC=... DST=... LEN=...), rate-limited (--log-rate events per second,
+--log-burst; the excess is counted as log_dropped). --log-to picks where
+they go: file (--log-file), stdout, json (one JSON object per line: time,
+level, chain, rule, prefix, the line's fields and flags, and the line), or
+syslog: a datagram per event to the local syslog socket (--syslog-socket,
+default /dev/log), facility kern at the rule's --log-level, so that an
+rsyslog rule such as "kern.warning /var/log/iptables.log" files them with
+the kernel's own. The daemon's own messages go to stderr. On exit --counters-file gets the rules with their
 counters (iptables-save -c format) and --stats-file the daemon's statistics
 as JSON: received, accepted, dropped, marked, panics, reject_events,
 reject_replies (by outcome: sent, or why none was sent), log_events, log_written, log_dropped, verdict_errors, enobufs, and the
@@ -142,18 +151,14 @@ latency histogram, and every rule's packet and byte counters.`,
 				level = slog.LevelDebug
 			}
 			logger := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: level}))
-			var logOut io.Writer = cmd.OutOrStdout()
-			if logFile != "" && logFile != "-" {
-				f, err := os.OpenFile(logFile, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
-				if err != nil {
-					return fmt.Errorf("--log-file: %w", err)
-				}
-				defer f.Close()
-				logOut = f
+			logW, closeLog, err := logWriter(logTo, logFile, syslogSocket, syslogTag, cmd.OutOrStdout())
+			if err != nil {
+				return err
 			}
+			defer closeLog()
 			d, err := queue.New(queue.Config{
 				RulesPath: rules, Hooks: hooks, Workers: workers, QueueLen: queueLen, SockBuf: sockBuf,
-				FailOpen: failOpen, DefaultDrop: defDrop, LogOutput: logOut, LogRate: logRate, LogBurst: logBurst,
+				FailOpen: failOpen, DefaultDrop: defDrop, LogWriter: logW, LogRate: logRate, LogBurst: logBurst,
 				CountersFile: countersFile, StatsFile: statsFile, Logger: logger, OffloadAfter: offloadAfter,
 				MetricsAddr: metricsAddr,
 			})
@@ -200,7 +205,10 @@ latency histogram, and every rule's packet and byte counters.`,
 	fl.IntVar(&sockBuf, "sock-buf", 4<<20, "netlink receive buffer in bytes")
 	fl.BoolVar(&failOpen, "fail-open", false, "set the queue's fail-open flag: a full queue accepts packets instead of dropping them")
 	fl.StringVar(&defVerdict, "default-verdict", "accept", "verdict for packets that cannot be judged (a panic, an undecodable packet): accept or drop")
-	fl.StringVar(&logFile, "log-file", "-", "where LOG lines go (- for stdout)")
+	fl.StringVar(&logTo, "log-to", "", "where LOG events go: file (--log-file), stdout, json (JSON lines to --log-file or stdout) or syslog (--syslog-socket, facility kern at the rule's --log-level); default file with --log-file, else stdout")
+	fl.StringVar(&logFile, "log-file", "-", "file for LOG lines (- for stdout)")
+	fl.StringVar(&syslogSocket, "syslog-socket", "/dev/log", "the local syslog socket for --log-to syslog")
+	fl.StringVar(&syslogTag, "syslog-tag", "qtables", "the tag of syslog messages")
 	fl.Float64Var(&logRate, "log-rate", 100, "LOG lines per second at most (excess lines are counted as dropped)")
 	fl.IntVar(&logBurst, "log-burst", 200, "LOG lines that may be written at once above --log-rate")
 	fl.StringVar(&countersFile, "counters-file", "", "write the rules with counters (iptables-save -c format) here on exit and on SIGUSR1")
@@ -211,6 +219,51 @@ latency histogram, and every rule's packet and byte counters.`,
 	_ = c.MarkFlagRequired("rules")
 	_ = c.MarkFlagRequired("hook")
 	return c
+}
+
+// logWriter opens the LOG output --log-to names.
+func logWriter(to, file, sock, tag string, stdout io.Writer) (queue.LogWriter, func(), error) {
+	openFile := func() (io.Writer, func(), error) {
+		if file == "" || file == "-" {
+			return stdout, func() {}, nil
+		}
+		f, err := os.OpenFile(file, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
+		if err != nil {
+			return nil, nil, fmt.Errorf("--log-file: %w", err)
+		}
+		return f, func() { f.Close() }, nil
+	}
+	switch strings.ToLower(to) {
+	case "":
+		w, c, err := openFile()
+		if err != nil {
+			return nil, nil, err
+		}
+		return queue.PlainLog(w), c, nil
+	case "file":
+		if file == "" || file == "-" {
+			return nil, nil, fmt.Errorf("--log-to file needs --log-file")
+		}
+		w, c, err := openFile()
+		if err != nil {
+			return nil, nil, err
+		}
+		return queue.PlainLog(w), c, nil
+	case "stdout":
+		return queue.PlainLog(stdout), func() {}, nil
+	case "json":
+		w, c, err := openFile()
+		if err != nil {
+			return nil, nil, err
+		}
+		return queue.JSONLog(w), c, nil
+	case "syslog":
+		if sock == "" {
+			return nil, nil, fmt.Errorf("--log-to syslog needs --syslog-socket")
+		}
+		return queue.SyslogLog(sock, tag), func() {}, nil
+	}
+	return nil, nil, fmt.Errorf("--log-to must be file, stdout, json or syslog, not %q", to)
 }
 
 func kernelDrops(st queue.Stats) uint64 {
