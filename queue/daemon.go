@@ -165,7 +165,11 @@ type Daemon struct {
 	sink   *LogSink
 	ifaces *ifaceCache
 
-	workers  []chan job
+	workers []chan job
+	// pool holds the running workers' states; reloads pause them. reloadMu
+	// guards it and serializes reloads.
+	reloadMu sync.Mutex
+	pool     []*worker
 	inflight atomic.Int64
 
 	// latency observes the time from a packet's arrival in the reader to
@@ -206,9 +210,11 @@ func New(cfg Config) (*Daemon, error) {
 func (d *Daemon) Rules() *Rules { return d.rules.Load() }
 
 // Reload re-reads the rules file and, if it parses and compiles, swaps it
-// in; packets being judged finish with the rules they started with. On
-// error the running rules stay and the error says why. Counters of the new
-// rules start from the file's.
+// in: no packet is lost or judged twice, each is judged wholly by the old
+// rules or wholly by the new. On error the running rules stay and the
+// error says why. Rules that did not change (the same text in the same
+// chain of the same table) keep their counters, and so do the policies of
+// unchanged built-in chains; new rules start from the file's counters.
 func (d *Daemon) Reload() error {
 	r, err := LoadRules(d.cfg.RulesPath)
 	if err == nil {
@@ -224,10 +230,68 @@ func (d *Daemon) Reload() error {
 		d.log.Error("reload failed; the running rules stay in force", "rules", d.cfg.RulesPath, "err", err)
 		return err
 	}
-	d.rules.Store(r)
+	kept := d.swapRules(r)
 	d.cnt.reloads.Add(1)
-	d.log.Info("rules reloaded", "rules", d.cfg.RulesPath)
+	d.log.Info("rules reloaded", "rules", d.cfg.RulesPath, "counters_kept", kept)
 	return nil
+}
+
+// swapRules puts r in force, carrying the counters of unchanged rules
+// over. The workers are paused between two packets for the moment of the
+// copy, so that no count lands in the old rules after it was copied.
+func (d *Daemon) swapRules(r *Rules) int {
+	d.reloadMu.Lock()
+	defer d.reloadMu.Unlock()
+	for _, w := range d.pool {
+		w.mu.Lock()
+	}
+	defer func() {
+		for _, w := range d.pool {
+			w.mu.Unlock()
+		}
+	}()
+	kept := CarryCounters(d.rules.Load().Set, r.Set)
+	d.rules.Store(r)
+	return kept
+}
+
+// CarryCounters gives each rule of to that also is in from (same table,
+// chain and canonical text, the n-th such rule of the chain to the n-th)
+// the counters of its twin, and each built-in chain of to whose policy is
+// unchanged the policy counters. It returns the number of rules and
+// policies whose counters were carried over.
+func CarryCounters(from, to *engine.Ruleset) int {
+	kept := 0
+	for _, nt := range to.Tables {
+		ot := from.Table(nt.Name)
+		if ot == nil {
+			continue
+		}
+		for _, nc := range nt.Chains {
+			oc := ot.Chain(nc.Name)
+			if oc == nil {
+				continue
+			}
+			if nc.Builtin && oc.Builtin && nc.Policy == oc.Policy {
+				nc.Counters.Set(oc.Counters.Get())
+				kept++
+			}
+			twins := make(map[string][]*engine.Rule, len(oc.Rules))
+			for _, r := range oc.Rules {
+				k := r.String()
+				twins[k] = append(twins[k], r)
+			}
+			for _, r := range nc.Rules {
+				k := r.String()
+				if olds := twins[k]; len(olds) > 0 {
+					r.Counters.Set(olds[0].Counters.Get())
+					twins[k] = olds[1:]
+					kept++
+				}
+			}
+		}
+	}
+	return kept
 }
 
 // Stats returns a snapshot of the statistics, with the kernel's view of the
@@ -388,14 +452,18 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 	d.sink = NewLogSink(d.cfg.LogWriter, d.cfg.LogRate, d.cfg.LogBurst)
 	var workWG sync.WaitGroup
 	d.workers = make([]chan job, d.cfg.Workers)
+	d.reloadMu.Lock()
+	d.pool = make([]*worker, d.cfg.Workers)
 	for i := range d.workers {
 		d.workers[i] = make(chan job, 256)
+		d.pool[i] = d.newWorker()
 		workWG.Add(1)
-		go func(jobs <-chan job) {
+		go func(w *worker, jobs <-chan job) {
 			defer workWG.Done()
-			d.work(jobs)
-		}(d.workers[i])
+			d.work(w, jobs)
+		}(d.pool[i], d.workers[i])
 	}
+	d.reloadMu.Unlock()
 
 	readCtx, stopReading := context.WithCancel(context.Background())
 	fatal := make(chan error, d.cfg.Hooks.Queues.Len())
@@ -691,7 +759,10 @@ func (d *Daemon) dispatch(ctx context.Context, q verdicter, a *nfqueue.Attribute
 
 // worker is one judging goroutine's state.
 type worker struct {
-	j *Judge
+	// mu is held while a packet is judged; a reload takes every worker's
+	// to pause them between packets.
+	mu sync.Mutex
+	j  *Judge
 	// ft is the flow table for the fast path (nil without it).
 	ft *flowTable
 	// rs builds and sends REJECT replies.
@@ -702,10 +773,11 @@ func (d *Daemon) newWorker() *worker {
 	return &worker{j: NewJudge(d.cfg.defaultVerdict()), ft: d.newFlowTable()}
 }
 
-func (d *Daemon) work(jobs <-chan job) {
-	w := d.newWorker()
+func (d *Daemon) work(w *worker, jobs <-chan job) {
 	for jb := range jobs {
+		w.mu.Lock()
 		d.handle(w, &jb)
+		w.mu.Unlock()
 		d.inflight.Add(-1)
 	}
 }

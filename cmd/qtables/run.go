@@ -101,7 +101,8 @@ daemon runs per network namespace: run it inside the namespace to filter,
 e.g. ip netns exec NS qtables run ...
 
 Signals: SIGHUP re-reads the rules file (a file that fails to load leaves
-the running rules in force and the error is logged); SIGUSR1 writes the
+the running rules in force and the error is logged; no packet is lost, and
+rules whose text did not change keep their counters); SIGUSR1 writes the
 --counters-file and --stats-file; SIGINT and SIGTERM stop the daemon.
 
 Fast path (--offload-mask M): the hook chains accept connections whose
