@@ -1,6 +1,21 @@
 package matchers
 
-// The DNS message parser behind -m dns (RFC 1035 section 4: header,
+// The dns match, a qtables extension: it matches DNS messages by the name
+// and type they ask about. Over UDP each datagram is read on its own (a
+// query, or a response, which repeats the question); over TCP the
+// length-prefixed messages in the first bytes of each direction (see
+// l7.go) make the flow's set of questions, which every later packet of the
+// flow sees. A message that does not parse, or a TCP flow before its first
+// complete message, fails the match, negated or not.
+//
+//	-m dns [!] --qname NAME[,NAME...]   names as tls --sni ("*.suffix")
+//	-m dns [!] --qtype TYPE[,TYPE...]   A, AAAA, MX, ... or a number
+//
+// The options must hold for the same question: "--qname a.test --qtype
+// AAAA" matches a message asking for a.test's AAAA records, not one asking
+// a.test A and b.test AAAA.
+//
+// The DNS message parser behind it (RFC 1035 section 4: header,
 // question section, name compression; RFC 1035 4.2.2 and RFC 7766 for the
 // 2-byte length prefix over TCP).
 //
@@ -10,7 +25,14 @@ package matchers
 // Compression pointers are followed only backwards and at most
 // dnsMaxPointers times, so a crafted message cannot loop.
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/qtables/qtables/packet"
+)
 
 // DNS limits and constants.
 const (
@@ -180,4 +202,194 @@ var dnsTypes = [...]struct {
 	{"OPENPGPKEY", 61}, {"CSYNC", 62}, {"ZONEMD", 63}, {"SVCB", 64},
 	{"HTTPS", 65}, {"SPF", 99}, {"TKEY", 249}, {"TSIG", 250}, {"IXFR", 251},
 	{"AXFR", 252}, {"ANY", 255}, {"URI", 256}, {"CAA", 257},
+}
+
+// ---- the match ----
+
+func init() {
+	RegisterMatch(&MatchExt{
+		Name: "dns",
+		Options: []Option{
+			{Name: "qname", Args: 1, Invert: true},
+			{Name: "qtype", Args: 1, Invert: true},
+		},
+		New: func() MatchBuilder { return &dnsBuilder{} },
+	})
+}
+
+type dnsBuilder struct {
+	seen map[string]bool
+	m    dnsMatch
+}
+
+func (b *dnsBuilder) Parse(name string, args []string, invert bool) error {
+	if err := once(&b.seen, name); err != nil {
+		return err
+	}
+	m := &b.m
+	switch name {
+	case "qname":
+		var err error
+		m.qname, err = parseNameList(name, args[0])
+		m.invName = invert
+		return err
+	case "qtype":
+		l, err := parseList(name, args[0])
+		if err != nil {
+			return err
+		}
+		for _, s := range l {
+			t, err := parseQtype(s)
+			if err != nil {
+				return err
+			}
+			m.qtypes = append(m.qtypes, t)
+		}
+		m.invType = invert
+	default:
+		return fmt.Errorf("unknown option --%s", name)
+	}
+	return nil
+}
+
+// parseQtype reads a type name (any case) or number.
+func parseQtype(s string) (uint16, error) {
+	for _, t := range dnsTypes {
+		if equalFold(s, t.name) {
+			return t.code, nil
+		}
+	}
+	v, err := ParseUint(s, 0xffff)
+	if err != nil {
+		return 0, fmt.Errorf("--qtype: %q is neither a known type name nor a number 0-65535", s)
+	}
+	return uint16(v), nil
+}
+
+func (b *dnsBuilder) Build(r *Rule) (Match, error) {
+	if err := requireProto(r, "dns", packet.ProtoUDP, packet.ProtoTCP); err != nil {
+		return nil, err
+	}
+	if len(b.seen) == 0 {
+		return nil, errNoOption("dns", "qname", "qtype")
+	}
+	m := b.m
+	if r.Proto == packet.ProtoTCP {
+		m.t = newL7Table(L7Config{}, needDNS, nil)
+	}
+	return &m, nil
+}
+
+// dnsMatch holds the options; nil lists were not given. t is nil for -p
+// udp rules, which read each datagram on its own.
+type dnsMatch struct {
+	l7Base
+	qname            []namePattern
+	qtypes           []uint16
+	invName, invType bool
+}
+
+func (m *dnsMatch) l7Needs() l7Need {
+	if m.t == nil {
+		return 0
+	}
+	return needDNS
+}
+
+func (m *dnsMatch) setL7Table(t *l7Table) {
+	if m.t != nil { // only the -p tcp instances read flows
+		m.t = t
+	}
+}
+
+// Match reads the datagram's questions (UDP) or the flow's (TCP).
+func (m *dnsMatch) Match(c *Context) bool {
+	v := c.Pkt
+	switch {
+	case v.Proto == packet.ProtoUDP:
+		if !v.HasTransport || v.FragOff() != 0 {
+			return false
+		}
+		var r dnsReader
+		var h dnsHeader
+		if !parseDNSMessage(v.Payload, &r, &h) {
+			return false
+		}
+		var q dnsQuestion
+		for r.next(&q) {
+			if m.test(q.qname(), q.qtype) {
+				return true
+			}
+		}
+		return false
+	case m.t == nil:
+		return false
+	}
+	sh, f := m.t.acquire(c)
+	if f == nil {
+		return false
+	}
+	ok := false
+	for off := 0; !ok; {
+		q, next, more := f.nextQuestion(off)
+		if !more {
+			break
+		}
+		ok, off = m.test(q.name, q.qtype), next
+	}
+	sh.mu.Unlock()
+	return ok
+}
+
+func (m *dnsMatch) test(name []byte, qtype uint16) bool {
+	if m.qname != nil && matchNames(m.qname, name) == m.invName {
+		return false
+	}
+	if m.qtypes != nil {
+		has := false
+		for _, t := range m.qtypes {
+			has = has || t == qtype
+		}
+		if has == m.invType {
+			return false
+		}
+	}
+	return true
+}
+
+func (m *dnsMatch) writeTypes(b *strings.Builder) {
+	for i, t := range m.qtypes {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		name := ""
+		for _, d := range dnsTypes {
+			if d.code == t {
+				name = d.name
+				break
+			}
+		}
+		if name == "" {
+			name = strconv.Itoa(int(t))
+		}
+		b.WriteString(name)
+	}
+}
+
+// Save prints " [!] --qname LIST [!] --qtype LIST".
+func (m *dnsMatch) Save(b *strings.Builder) { m.dump(b, saveOpt) }
+
+// List prints " dns qname [!]LIST qtype [!]LIST".
+func (m *dnsMatch) List(b *strings.Builder, _ bool) {
+	b.WriteString(" dns")
+	m.dump(b, listOpt)
+}
+
+func (m *dnsMatch) dump(b *strings.Builder, opt func(*strings.Builder, string, bool, func(*strings.Builder))) {
+	if m.qname != nil {
+		opt(b, "qname", m.invName, func(b *strings.Builder) { writeNameList(b, m.qname) })
+	}
+	if m.qtypes != nil {
+		opt(b, "qtype", m.invType, m.writeTypes)
+	}
 }

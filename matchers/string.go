@@ -41,6 +41,7 @@ func init() {
 			{Name: "string", Args: 1, Invert: true},
 			{Name: "hex-string", Args: 1, Invert: true},
 			{Name: "icase"},
+			{Name: "stream"}, // qtables: search the flow's stream (l7string.go)
 		},
 		New: func() MatchBuilder { return &stringBuilder{to: 0xffff} },
 	})
@@ -70,6 +71,7 @@ type stringBuilder struct {
 	hex      bool // the pattern came from --hex-string
 	havePat  bool
 	inv      bool
+	stream   bool
 }
 
 func (b *stringBuilder) Parse(name string, args []string, invert bool) error {
@@ -94,6 +96,8 @@ func (b *stringBuilder) Parse(name string, args []string, invert bool) error {
 		}
 	case "icase":
 		b.icase = true
+	case "stream":
+		b.stream = true
 	case "string", "hex-string":
 		other := "hex-string"
 		if name == "hex-string" {
@@ -121,7 +125,7 @@ func (b *stringBuilder) Parse(name string, args []string, invert bool) error {
 // Build checks what iptables checks (--algo and a pattern given) and then
 // what the kernel's string_mt_check and textsearch_prepare refuse: an
 // unknown algorithm, an empty pattern and --from beyond --to.
-func (b *stringBuilder) Build(*Rule) (Match, error) {
+func (b *stringBuilder) Build(r *Rule) (Match, error) {
 	if !b.seen["algo"] {
 		return nil, errors.New("option \"--algo\" must be specified")
 	}
@@ -148,6 +152,9 @@ func (b *stringBuilder) Build(*Rule) (Match, error) {
 		return nil, fmt.Errorf("--from %d is beyond --to %d (the kernel refuses it)", b.from, b.to)
 	}
 	m.prepare()
+	if b.stream {
+		return newStreamStringMatch(m, b.seen["to"], r)
+	}
 	return m, nil
 }
 

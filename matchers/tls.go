@@ -1,6 +1,26 @@
 package matchers
 
-// The TLS ClientHello parser behind -m tls (RFC 8446 section 4.1.2, the
+// The tls match, a qtables extension (the kernel has none): it matches
+// the packets of TCP connections whose ClientHello names a server
+// (--sni), offers an application protocol (--alpn) or offers a highest
+// TLS version (--version). The ClientHello is read once per flow from the
+// first bytes of the stream (see l7.go), whichever direction carries it,
+// so a hello split over segments or records still parses; from the packet
+// that completes it on, every packet of the flow, both directions, sees
+// its values. Until then, and for flows that open with anything else, the
+// match fails, negated or not.
+//
+//	-m tls [!] --sni NAME[,NAME...]      server_name, without regard to case;
+//	                                     "*.example.com" matches names under
+//	                                     example.com (not example.com itself);
+//	                                     "!" also matches hellos without SNI
+//	-m tls [!] --alpn PROTO[,PROTO...]   one of the protocols is offered
+//	-m tls [!] --version V[,V...]        the highest version offered (the
+//	                                     largest supported_versions entry,
+//	                                     else legacy_version) is one of
+//	                                     1.0, 1.1, 1.2, 1.3
+//
+// The ClientHello parser behind it (RFC 8446 section 4.1.2, the
 // record layer of section 5.1, server_name of RFC 6066 section 3, ALPN of
 // RFC 7301, supported_versions of RFC 8446 section 4.2.1).
 //
@@ -12,7 +32,14 @@ package matchers
 // against what contains it; a ClientHello that lies about a length is
 // invalid, never a reason to read out of bounds.
 
-import "encoding/binary"
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"strings"
+
+	"github.com/qtables/qtables/packet"
+)
 
 // l7Parse is the outcome of parsing a stream prefix.
 type l7Parse uint8
@@ -297,3 +324,194 @@ func alpnNext(list []byte) (name, rest []byte, ok bool) {
 // tlsGREASE reports whether v is a GREASE value (RFC 8701): 0x?A?A with
 // equal bytes.
 func tlsGREASE(v uint16) bool { return v&0x0f0f == 0x0a0a && v>>8 == v&0xff }
+
+// ---- the match ----
+
+func init() {
+	RegisterMatch(&MatchExt{
+		Name: "tls",
+		Options: []Option{
+			{Name: "sni", Args: 1, Invert: true},
+			{Name: "alpn", Args: 1, Invert: true},
+			{Name: "version", Args: 1, Invert: true},
+		},
+		New: func() MatchBuilder { return &tlsBuilder{} },
+	})
+}
+
+// tlsVersionNames are the --version values.
+var tlsVersionNames = [...]struct {
+	name string
+	v    uint16
+}{{"1.0", versionTLS10}, {"1.1", versionTLS11}, {"1.2", versionTLS12}, {"1.3", versionTLS13}}
+
+type tlsBuilder struct {
+	seen map[string]bool
+	m    tlsMatch
+}
+
+func (b *tlsBuilder) Parse(name string, args []string, invert bool) error {
+	if err := once(&b.seen, name); err != nil {
+		return err
+	}
+	m := &b.m
+	var err error
+	switch name {
+	case "sni":
+		m.sni, err = parseNameList(name, args[0])
+		m.invSNI = invert
+	case "alpn":
+		var l []string
+		if l, err = parseList(name, args[0]); err == nil {
+			for _, p := range l {
+				if len(p) > 255 {
+					return fmt.Errorf("--alpn: %q is longer than 255 bytes", p)
+				}
+				m.alpn = append(m.alpn, []byte(p))
+			}
+		}
+		m.invALPN = invert
+	case "version":
+		var l []string
+		if l, err = parseList(name, args[0]); err == nil {
+			for _, v := range l {
+				ver, ok := uint16(0), false
+				for _, n := range tlsVersionNames {
+					if n.name == v {
+						ver, ok = n.v, true
+					}
+				}
+				if !ok {
+					return fmt.Errorf("--version: %q is not one of 1.0, 1.1, 1.2, 1.3", v)
+				}
+				m.versions = append(m.versions, ver)
+			}
+		}
+		m.invVersion = invert
+	default:
+		return fmt.Errorf("unknown option --%s", name)
+	}
+	return err
+}
+
+func (b *tlsBuilder) Build(r *Rule) (Match, error) {
+	if err := requireProto(r, "tls", packet.ProtoTCP); err != nil {
+		return nil, err
+	}
+	if len(b.seen) == 0 {
+		return nil, errNoOption("tls", "sni", "alpn", "version")
+	}
+	m := b.m
+	m.t = newL7Table(L7Config{}, needTLS, nil)
+	return &m, nil
+}
+
+// l7Base is what every flow-table match has.
+type l7Base struct{ t *l7Table }
+
+func (b *l7Base) setL7Table(t *l7Table)         { b.t = t }
+func (b *l7Base) l7StreamSearch() *streamSearch { return nil }
+
+// tlsMatch holds the options; nil lists were not given.
+type tlsMatch struct {
+	l7Base
+	sni                         []namePattern
+	alpn                        [][]byte
+	versions                    []uint16
+	invSNI, invALPN, invVersion bool
+}
+
+func (m *tlsMatch) l7Needs() l7Need { return needTLS }
+
+// Match feeds the packet to its flow and tests the flow's ClientHello.
+func (m *tlsMatch) Match(c *Context) bool {
+	sh, f := m.t.acquire(c)
+	if f == nil {
+		return false
+	}
+	ok := f.found&needTLS != 0 && m.test(f)
+	sh.mu.Unlock()
+	return ok
+}
+
+func (m *tlsMatch) test(f *l7Flow) bool {
+	if m.sni != nil && (f.tls.hasSNI && matchNames(m.sni, f.val(f.tls.sni))) == m.invSNI {
+		return false
+	}
+	if m.alpn != nil && alpnOffers(f.val(f.tls.alpn), m.alpn) == m.invALPN {
+		return false
+	}
+	if m.versions != nil {
+		has := false
+		for _, v := range m.versions {
+			has = has || v == f.tls.version
+		}
+		if has == m.invVersion {
+			return false
+		}
+	}
+	return true
+}
+
+// alpnOffers reports whether the ProtocolNameList list holds one of want.
+func alpnOffers(list []byte, want [][]byte) bool {
+	for len(list) > 0 {
+		name, rest, ok := alpnNext(list)
+		if !ok {
+			return false
+		}
+		for _, w := range want {
+			if bytes.Equal(name, w) {
+				return true
+			}
+		}
+		list = rest
+	}
+	return false
+}
+
+func (m *tlsMatch) writeALPN(b *strings.Builder) {
+	for i, p := range m.alpn {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.Write(p)
+	}
+}
+
+func (m *tlsMatch) writeVersions(b *strings.Builder) {
+	for i, v := range m.versions {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(tlsVersionNames[v-versionTLS10].name)
+	}
+}
+
+// Save prints " [!] --sni LIST [!] --alpn LIST [!] --version LIST"; a
+// list that needs quoting (an ALPN id with a space) is quoted.
+func (m *tlsMatch) Save(b *strings.Builder) {
+	m.dump(b, saveOpt)
+}
+
+// List prints " tls sni [!]LIST alpn [!]LIST version [!]LIST".
+func (m *tlsMatch) List(b *strings.Builder, _ bool) {
+	b.WriteString(" tls")
+	m.dump(b, listOpt)
+}
+
+func (m *tlsMatch) dump(b *strings.Builder, opt func(*strings.Builder, string, bool, func(*strings.Builder))) {
+	if m.sni != nil {
+		opt(b, "sni", m.invSNI, func(b *strings.Builder) { writeNameList(b, m.sni) })
+	}
+	if m.alpn != nil {
+		opt(b, "alpn", m.invALPN, func(b *strings.Builder) {
+			var s strings.Builder
+			m.writeALPN(&s)
+			saveToken(b, s.String())
+		})
+	}
+	if m.versions != nil {
+		opt(b, "version", m.invVersion, m.writeVersions)
+	}
+}
