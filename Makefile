@@ -51,3 +51,16 @@ bench:
 
 clean:
 	rm -rf bin $(OUT)
+
+# Live NFQUEUE throughput and latency (a benchmark, not a test; root): small
+# UDP datagrams through one and two queues for qtables (accept-all and 100
+# rules), a C libnetfilter_queue consumer, a plain go-nfqueue loop and the
+# kernel without a queue, side by side in namespaces it creates. Table in
+# out/bench-live.md. BENCHLIVE_FLAGS="-rounds 5 -duration 5s" for more.
+.PHONY: bench-live
+bench-live: build
+	@scripts/deps.sh bench-live
+	@mkdir -p $(OUT)
+	gcc -O2 -Wall -o $(OUT)/nfq_accept bench/live/nfq_accept.c -lnetfilter_queue -lnfnetlink
+	$(GO) build -o $(OUT)/livebench ./bench/live/livebench
+	$(OUT)/livebench -qtables $(BIN) -c $(OUT)/nfq_accept -out $(OUT)/bench-live.md $(BENCHLIVE_FLAGS)

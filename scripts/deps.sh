@@ -23,6 +23,13 @@ if [ "${1:-}" = demo ]; then
 	command -v nc >/dev/null 2>&1 || need+=(netcat-openbsd)
 fi
 
+# make bench-live (`deps.sh bench-live`) builds a C NFQUEUE consumer against
+# libnetfilter_queue as the baseline it measures qtables against.
+if [ "${1:-}" = bench-live ]; then
+	command -v gcc >/dev/null 2>&1 || need+=(gcc)
+	[ -f /usr/include/libnetfilter_queue/libnetfilter_queue.h ] || need+=(libnetfilter-queue-dev)
+fi
+
 if ! command -v go >/dev/null 2>&1 && [ ! -x /usr/local/go/bin/go ]; then
 	echo "deps: Go is not installed (need Go 1.24 or newer in PATH or /usr/local/go)" >&2
 	exit 1
