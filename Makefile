@@ -33,9 +33,10 @@ demo: build
 	@scripts/deps.sh demo
 	@scripts/demo.sh
 
-# More kernel conformance cases than make test runs: make conformance N=5000
+# More kernel conformance cases than make test runs (N stateless and N
+# stateful cases): make conformance N=5000
 conformance: deps
-	QTABLES_CONFORMANCE_N=$(N) $(GO) test -count=1 -timeout 120m -run Kernel -v ./conformance/ | tail -n 40
+	QTABLES_CONFORMANCE_N=$(N) QTABLES_STATE_N=$(N) $(GO) test -count=1 -timeout 120m -run Kernel -v ./conformance/ | tail -n 40
 
 fuzz:
 	@for pkg in $$($(GO) list ./...); do \
