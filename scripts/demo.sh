@@ -6,6 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 Q=bin/qtables
 RULES=testdata/demo/rules.v4
+# clients (10.0.0.0/16) are behind eth0, the servers behind eth1
+IFACES="--in-interface eth1 --in-interface-map 10.0.0.0/16=eth0 --out-interface eth1 --out-interface-map 10.0.0.0/16=eth0"
 OUT=out/demo
 mkdir -p "$OUT"
 
@@ -26,26 +28,30 @@ $Q check "$RULES"
 step "Generate a deterministic capture (TCP, UDP, ICMP conversations)" "qtables synth --out $OUT/traffic.pcap"
 $Q synth --out "$OUT/traffic.pcap"
 
-step "Run every packet through FORWARD, as arriving on eth0 and leaving on eth1" \
-  "qtables test --rules $RULES --chain FORWARD --in-interface eth0 --out-interface eth1 --counters $OUT/traffic.pcap"
-$Q test --rules "$RULES" --chain FORWARD --in-interface eth0 --out-interface eth1 --counters "$OUT/traffic.pcap"
+step "Run every packet through FORWARD (clients behind eth0, servers behind eth1); print the counters" \
+  "qtables test --rules $RULES --chain FORWARD $IFACES --counters $OUT/traffic.pcap"
+$Q test --rules "$RULES" --chain FORWARD $IFACES --counters "$OUT/traffic.pcap"
 
 step "The first packets' verdicts as JSON lines" \
   "qtables test ... --verdicts $OUT/traffic.pcap | head -n 3"
-{ $Q test --rules "$RULES" --chain FORWARD --in-interface eth0 --out-interface eth1 --verdicts --quiet "$OUT/traffic.pcap" || true; } | head -n 3
+{ $Q test --rules "$RULES" --chain FORWARD $IFACES --verdicts --quiet "$OUT/traffic.pcap" || true; } | head -n 3
 
 step "Why did frame 1 get its verdict? Every rule it traversed" \
   "qtables test ... --trace 1 $OUT/traffic.pcap"
-$Q test --rules "$RULES" --chain FORWARD --in-interface eth0 --out-interface eth1 --trace 1 --quiet "$OUT/traffic.pcap"
+$Q test --rules "$RULES" --chain FORWARD $IFACES --trace 1 --quiet "$OUT/traffic.pcap"
 
 step "Check the firewall's expected behaviour, as a CI job would (JUnit XML too)" \
   "qtables test ... --expect testdata/demo/expect.txt --junit $OUT/junit.xml $OUT/traffic.pcap"
-$Q test --rules "$RULES" --chain FORWARD --in-interface eth0 --out-interface eth1 \
+$Q test --rules "$RULES" --chain FORWARD $IFACES \
   --expect testdata/demo/expect.txt --junit "$OUT/junit.xml" "$OUT/traffic.pcap"
+
+step "The connection table at the end, as conntrack -L lists it" \
+  "qtables test ... --flows $OUT/traffic.pcap | head -n 6"
+{ $Q test --rules "$RULES" --chain FORWARD $IFACES --flows --quiet "$OUT/traffic.pcap" || true; } | head -n 6
 
 step "Split the capture by verdict" \
   "qtables test ... --write-accepted $OUT/accepted.pcap --write-dropped $OUT/dropped.pcap"
-$Q test --rules "$RULES" --chain FORWARD --in-interface eth0 --out-interface eth1 \
+$Q test --rules "$RULES" --chain FORWARD $IFACES \
   --write-accepted "$OUT/accepted.pcap" --write-dropped "$OUT/dropped.pcap" "$OUT/traffic.pcap"
 
 step "Edit a rules file with iptables' own command line" \
