@@ -11,15 +11,14 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"runtime"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
-	nfqueue "github.com/florianl/go-nfqueue/v2"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sys/unix"
 
 	"github.com/qtables/qtables/engine"
 	"github.com/qtables/qtables/matchers"
@@ -32,7 +31,12 @@ type Config struct {
 	RulesPath string
 	// Hooks are the kernel hooks to install and the queues they feed.
 	Hooks HookConfig
-	// Workers is the size of the judging pool (default: GOMAXPROCS).
+	// Workers is the size of a judging pool. 0 (the default) judges each
+	// packet in its queue's reader, in the kernel's order, and gives the
+	// verdicts of a whole receive batch in one message: the fastest way
+	// with as many queues as cores. N > 0 hands packets to N workers by
+	// flow (a flow always goes to the same worker and keeps its order),
+	// for rules too costly for one core per queue.
 	Workers int
 	// QueueLen is the kernel queue's length in packets (default 1024,
 	// the kernel's own default).
@@ -95,8 +99,8 @@ func (c *Config) defaults() error {
 	if err := c.Hooks.Validate(); err != nil {
 		return err
 	}
-	if c.Workers <= 0 {
-		c.Workers = runtime.GOMAXPROCS(0)
+	if c.Workers < 0 {
+		c.Workers = 0
 	}
 	if c.QueueLen == 0 {
 		c.QueueLen = 1024
@@ -132,15 +136,20 @@ func (c *Config) defaults() error {
 	return nil
 }
 
-// verdicter is the part of *nfqueue.Nfqueue that workers use.
+// verdicter takes a packet's verdict: a verdictBatch, or a test's fake.
 type verdicter interface {
-	SetVerdict(id uint32, verdict int) error
-	SetVerdictWithOption(id uint32, verdict int, options ...nfqueue.VerdictOption) error
+	Verdict(id uint32, verdict int, mark uint32, withMark bool) error
 }
 
-// job is one queued packet on its way to a worker.
+// job is one queued packet being judged.
 type job struct {
-	q       verdicter
+	// q takes the verdict; nil in a pool worker, which uses its own batch
+	// for queue qi.
+	q  verdicter
+	qi int
+	// buf is the pooled copy data lives in (pool mode), returned after
+	// the verdict.
+	buf     *[]byte
 	id      uint32
 	data    []byte
 	hook    uint8
@@ -166,6 +175,8 @@ type Daemon struct {
 	ifaces *ifaceCache
 
 	workers []chan job
+	// bufs recycles the packet copies of pool mode.
+	bufs chan *[]byte
 	// pool holds the running workers' states; reloads pause them. reloadMu
 	// guards it and serializes reloads.
 	reloadMu sync.Mutex
@@ -404,7 +415,10 @@ func DaemonRunning() bool {
 // reader is one bound queue.
 type reader struct {
 	num uint16
-	nf  *nfqueue.Nfqueue
+	c   *nfqConn
+	// w judges the queue's packets in the reader (no pool); nil with a
+	// pool.
+	w *worker
 }
 
 // Run binds the queues, installs the hooks, and judges packets until ctx
@@ -450,23 +464,25 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 	}
 
 	d.sink = NewLogSink(d.cfg.LogWriter, d.cfg.LogRate, d.cfg.LogBurst)
-	var workWG sync.WaitGroup
+	var workWG, readWG sync.WaitGroup
+	nq := d.cfg.Hooks.Queues.Len()
 	d.workers = make([]chan job, d.cfg.Workers)
+	d.bufs = make(chan *[]byte, d.cfg.Workers*workerQueue+recvBatch*nq)
 	d.reloadMu.Lock()
-	d.pool = make([]*worker, d.cfg.Workers)
 	for i := range d.workers {
-		d.workers[i] = make(chan job, 256)
-		d.pool[i] = d.newWorker()
+		d.workers[i] = make(chan job, workerQueue)
+		w := d.newWorker()
+		d.pool = append(d.pool, w)
 		workWG.Add(1)
 		go func(w *worker, jobs <-chan job) {
 			defer workWG.Done()
 			d.work(w, jobs)
-		}(d.pool[i], d.workers[i])
+		}(w, d.workers[i])
 	}
 	d.reloadMu.Unlock()
 
 	readCtx, stopReading := context.WithCancel(context.Background())
-	fatal := make(chan error, d.cfg.Hooks.Queues.Len())
+	fatal := make(chan error, nq)
 	var readers []*reader
 	shutdown := func(hooksInstalled bool) error {
 		var errs []error
@@ -484,8 +500,9 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 		}
 		stopReading()
 		for _, r := range readers {
-			r.nf.Close()
+			r.c.close()
 		}
+		readWG.Wait()
 		for _, w := range d.workers {
 			close(w)
 		}
@@ -511,12 +528,29 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 	}()
 
 	for q := int(d.cfg.Hooks.Queues.First); q <= int(d.cfg.Hooks.Queues.Last); q++ {
-		r, oerr := d.openReader(readCtx, uint16(q), fatal)
+		r, oerr := d.openReader(uint16(q), len(readers))
 		if oerr != nil {
 			done = true
 			return errors.Join(oerr, shutdown(false))
 		}
 		readers = append(readers, r)
+	}
+	// Pool workers batch their verdicts per queue.
+	for _, w := range d.pool {
+		for _, r := range readers {
+			if r.w == nil {
+				vb := newVerdictBatch(r.c, false)
+				vb.cnt = &d.cnt
+				w.outs = append(w.outs, vb)
+			}
+		}
+	}
+	for _, r := range readers {
+		readWG.Add(1)
+		go func(r *reader) {
+			defer readWG.Done()
+			d.read(readCtx, r, fatal)
+		}(r)
 	}
 	// From the first Install call on, hooks may exist: every exit removes
 	// them, including a failed install.
@@ -526,7 +560,8 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 		return errors.Join(fmt.Errorf("install hooks: %w", ierr), shutdown(true))
 	}
 	d.log.Info("qtables running", "hooks", fmt.Sprint(d.cfg.Hooks.Hooks), "queues", d.cfg.Hooks.Queues.String(),
-		"bypass", d.cfg.Hooks.Bypass, "fail_open", d.cfg.FailOpen, "workers", d.cfg.Workers, "rules", d.cfg.RulesPath)
+		"bypass", d.cfg.Hooks.Bypass, "fail_open", d.cfg.FailOpen, "workers", d.cfg.Workers, "judge_in_reader", d.cfg.Workers == 0,
+		"rules", d.cfg.RulesPath)
 
 	runErr := d.monitor(ctx, fatal)
 	if runErr != nil {
@@ -627,60 +662,115 @@ func (d *Daemon) kernelWaiting(readers []*reader) int {
 	return n
 }
 
-// openReader binds queue num and starts reading it.
-func (d *Daemon) openReader(ctx context.Context, num uint16, fatal chan<- error) (*reader, error) {
-	flags := uint32(nfqueue.NfQaCfgFlagGSO)
-	if d.cfg.FailOpen {
-		flags |= nfqueue.NfQaCfgFlagFailOpen
+// openReader binds queue num; idx is its place among the readers.
+func (d *Daemon) openReader(num uint16, idx int) (*reader, error) {
+	early := nfAccept
+	if d.cfg.DefaultDrop {
+		early = nfDrop
 	}
-	nf, err := nfqueue.Open(&nfqueue.Config{
-		NfQueue:      num,
-		MaxPacketLen: 0xffff,
-		MaxQueueLen:  d.cfg.QueueLen,
-		Copymode:     nfqueue.NfQnlCopyPacket,
-		Flags:        flags,
-		AfFamily:     syscall.AF_INET,
-	})
+	c, err := openNFQ(num, nfqOptions{queueLen: d.cfg.QueueLen, sockBuf: d.cfg.SockBuf, failOpen: d.cfg.FailOpen, early: early})
 	if err != nil {
-		return nil, fmt.Errorf("queue %d: open: %w", num, err)
+		return nil, err
 	}
-	if d.cfg.SockBuf > 0 {
-		if err := nf.Con.SetReadBuffer(d.cfg.SockBuf); err != nil {
-			d.log.Warn("cannot set the netlink receive buffer", "queue", num, "bytes", d.cfg.SockBuf, "err", err)
-		}
-	}
-	r := &reader{num: num, nf: nf}
-	pol := readErrorPolicy{cnt: &d.cnt}
-	errfn := func(err error) int {
-		if ctx.Err() != nil {
-			return 1 // shutting down: the deadline in the past woke us
-		}
-		stop, ferr := pol.handle(err)
-		if ferr != nil {
-			fatal <- fmt.Errorf("queue %d: %w", num, ferr)
-		}
-		if stop {
-			return 1
-		}
-		d.log.Debug("queue read error", "queue", num, "err", err)
-		return 0
-	}
-	fn := func(a nfqueue.Attribute) (ret int) {
-		pol.consecutive = 0
-		defer func() {
-			if p := recover(); p != nil {
-				d.cnt.panics.Add(1)
-				d.log.Error("panic in queue reader", "queue", num, "panic", p, "stack", string(debug.Stack()))
-				ret = 0
-			}
-		}()
-		return d.dispatch(ctx, nf, &a)
-	}
-	if err := nf.RegisterWithErrorFunc(ctx, fn, errfn); err != nil {
-		nf.Close()
-		return nil, fmt.Errorf("queue %d: bind: %w (is another program bound to it?)", num, err)
+	c.idx = idx
+	r := &reader{num: num, c: c}
+	if d.cfg.Workers == 0 {
+		r.w = d.newWorker()
+		d.reloadMu.Lock()
+		d.pool = append(d.pool, r.w)
+		d.reloadMu.Unlock()
 	}
 	return r, nil
+}
+
+// workerQueue is the length of a pool worker's channel.
+const workerQueue = 256
+
+// read receives batches from the queue until ctx is cancelled or the
+// socket fails. Judging in the reader, each batch is judged under the
+// reader's worker lock and its verdicts leave in one message; with a
+// pool, each packet is copied and handed to the worker of its flow.
+func (d *Daemon) read(ctx context.Context, r *reader, fatal chan<- error) {
+	rb := newRecvBuf()
+	var vb *verdictBatch
+	if r.w != nil {
+		vb = newVerdictBatch(r.c, true)
+		vb.cnt = &d.cnt
+	}
+	pol := readErrorPolicy{cnt: &d.cnt}
+	for {
+		n, err := r.c.recv(rb)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			stop, ferr := pol.handle(err)
+			if ferr != nil {
+				fatal <- fmt.Errorf("queue %d: %w", r.num, ferr)
+			}
+			if stop {
+				return
+			}
+			d.log.Debug("queue read error", "queue", r.num, "err", err)
+			continue
+		}
+		pol.consecutive = 0
+		now := time.Now()
+		if r.w != nil {
+			r.w.mu.Lock()
+		}
+		for i := 0; i < n; i++ {
+			if !d.readMsgs(ctx, r, vb, rb.slot(i), now) {
+				break
+			}
+		}
+		if r.w != nil {
+			if err := vb.Flush(); err != nil {
+				d.cnt.verdictErrs.Add(1)
+				d.log.Debug("verdicts not sent", "queue", r.num, "err", err)
+			}
+			r.w.mu.Unlock()
+		}
+	}
+}
+
+// readMsgs handles the netlink messages of one datagram. It reports false
+// when the daemon is stopping.
+func (d *Daemon) readMsgs(ctx context.Context, r *reader, vb *verdictBatch, b []byte, now time.Time) bool {
+	for len(b) >= unix.NLMSG_HDRLEN {
+		l := int(binary.NativeEndian.Uint32(b))
+		if l < unix.NLMSG_HDRLEN || l > len(b) {
+			return true
+		}
+		typ, body := binary.NativeEndian.Uint16(b[4:]), b[unix.NLMSG_HDRLEN:l]
+		b = b[min(nlAlign(l), len(b)):]
+		switch typ {
+		case unix.NLMSG_ERROR:
+			// A verdict the kernel refused (the packet had gone).
+			if len(body) >= 4 && binary.NativeEndian.Uint32(body) != 0 {
+				d.cnt.verdictErrs.Add(1)
+			}
+		case nfqnlMsgPacket:
+			var p nfqPacket
+			if !p.parse(body) {
+				continue
+			}
+			d.cnt.received.Add(1)
+			jb := job{id: p.id, data: p.payload, hook: p.hook, in: p.in, out: p.out, mark: p.mark,
+				skbInfo: p.skbInfo, hwProto: p.hwProto, hw: p.hw, hasHw: p.hasHw, arrived: now, qi: r.c.idx}
+			if vb != nil {
+				jb.q = vb
+				d.inflight.Add(1)
+				d.handle(r.w, &jb)
+				d.inflight.Add(-1)
+				continue
+			}
+			if !d.dispatch(ctx, &jb) {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // readErrorPolicy decides what a receive error means. The reader goes on
@@ -712,48 +802,26 @@ func (p *readErrorPolicy) handle(err error) (stop bool, fatal error) {
 	return false, nil
 }
 
-// dispatch hands a packet to the worker of its flow.
-func (d *Daemon) dispatch(ctx context.Context, q verdicter, a *nfqueue.Attribute) int {
-	if a.PacketID == nil {
-		return 0
+// dispatch copies a packet into a pooled buffer and hands it to the
+// worker of its flow. It reports false when the daemon is stopping.
+func (d *Daemon) dispatch(ctx context.Context, jb *job) bool {
+	var bp *[]byte
+	select {
+	case bp = <-d.bufs:
+	default:
+		b := make([]byte, 0, 2048)
+		bp = &b
 	}
-	d.cnt.received.Add(1)
-	jb := job{q: q, id: *a.PacketID, arrived: time.Now()}
-	if a.Payload != nil {
-		jb.data = *a.Payload
-	}
-	if a.Hook != nil {
-		jb.hook = *a.Hook
-	} else {
-		jb.hook = uint8(matchers.HookNone)
-	}
-	if a.InDev != nil {
-		jb.in = *a.InDev
-	}
-	if a.OutDev != nil {
-		jb.out = *a.OutDev
-	}
-	if a.Mark != nil {
-		jb.mark = *a.Mark
-	}
-	if a.HwAddr != nil && len(*a.HwAddr) == 6 {
-		copy(jb.hw[:], *a.HwAddr)
-		jb.hasHw = true
-	}
-	if a.HwProtocol != nil {
-		jb.hwProto = *a.HwProtocol
-	}
-	if a.SkbInfo != nil && len(*a.SkbInfo) == 4 {
-		jb.skbInfo = binary.BigEndian.Uint32(*a.SkbInfo)
-	}
+	*bp = append((*bp)[:0], jb.data...)
+	jb.data, jb.buf = *bp, bp
 	w := d.workers[FlowHash(jb.data)%uint64(len(d.workers))]
 	d.inflight.Add(1)
 	select {
-	case w <- jb:
-		return 0
+	case w <- *jb:
+		return true
 	case <-ctx.Done():
 		d.inflight.Add(-1)
-		return 1
+		return false
 	}
 }
 
@@ -767,18 +835,36 @@ type worker struct {
 	ft *flowTable
 	// rs builds and sends REJECT replies.
 	rs rejectScratch
+	// outs are a pool worker's verdict batches, one per queue.
+	outs []*verdictBatch
 }
 
 func (d *Daemon) newWorker() *worker {
 	return &worker{j: NewJudge(d.cfg.defaultVerdict()), ft: d.newFlowTable()}
 }
 
+// work judges the packets its channel brings, sending the verdicts
+// collected whenever the channel is empty.
 func (d *Daemon) work(w *worker, jobs <-chan job) {
 	for jb := range jobs {
 		w.mu.Lock()
 		d.handle(w, &jb)
 		w.mu.Unlock()
+		if jb.buf != nil {
+			select {
+			case d.bufs <- jb.buf:
+			default:
+			}
+		}
 		d.inflight.Add(-1)
+		if len(jobs) == 0 {
+			for _, vb := range w.outs {
+				if err := vb.Flush(); err != nil {
+					d.cnt.verdictErrs.Add(1)
+					d.log.Debug("verdicts not sent", "err", err)
+				}
+			}
+		}
 	}
 }
 
@@ -794,6 +880,10 @@ func (d *Daemon) newFlowTable() *flowTable {
 // one, and gives the kernel its verdict.
 func (d *Daemon) handle(w *worker, jb *job) {
 	j, ft := w.j, w.ft
+	q := jb.q
+	if q == nil {
+		q = w.outs[jb.qi]
+	}
 	out := d.judge(j, jb)
 	if out.Verdict == matchers.Drop && !out.Panicked && !out.Undecodable {
 		for i := range j.Events() {
@@ -810,16 +900,16 @@ func (d *Daemon) handle(w *worker, jb *job) {
 		ft.observe(&j.view, out.Verdict, out.MarkChanged || len(j.Events()) > 0, time.Now().Unix()) {
 		d.cnt.offloaded.Add(1)
 		d.cnt.accepted.Add(1)
-		if err := jb.q.SetVerdictWithOption(jb.id, nfqueue.NfRepeat, nfqueue.WithMark(out.Mark|mask)); err != nil {
+		if err := q.Verdict(jb.id, nfRepeat, out.Mark|mask, true); err != nil {
 			d.cnt.verdictErrs.Add(1)
 			d.log.Debug("verdict not taken", "id", jb.id, "err", err)
 		}
 		d.observeLatency(jb)
 		return
 	}
-	v := nfqueue.NfAccept
+	v := nfAccept
 	if out.Verdict == matchers.Drop {
-		v = nfqueue.NfDrop
+		v = nfDrop
 		d.cnt.dropped.Add(1)
 	} else {
 		d.cnt.accepted.Add(1)
@@ -827,9 +917,9 @@ func (d *Daemon) handle(w *worker, jb *job) {
 	var err error
 	if out.MarkChanged {
 		d.cnt.marked.Add(1)
-		err = jb.q.SetVerdictWithOption(jb.id, v, nfqueue.WithMark(out.Mark))
+		err = q.Verdict(jb.id, v, out.Mark, true)
 	} else {
-		err = jb.q.SetVerdict(jb.id, v)
+		err = q.Verdict(jb.id, v, 0, false)
 	}
 	if err != nil {
 		d.cnt.verdictErrs.Add(1)

@@ -53,21 +53,18 @@ type fakeQueue struct {
 	v  []verdictRec
 }
 
-func (f *fakeQueue) SetVerdict(id uint32, verdict int) error {
+func (f *fakeQueue) Verdict(id uint32, verdict int, mark uint32, withMark bool) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.v = append(f.v, verdictRec{id, verdict, 0})
+	opts := 0
+	if withMark {
+		opts = 1
+	}
+	f.v = append(f.v, verdictRec{id, verdict, opts})
 	return nil
 }
 
-func (f *fakeQueue) SetVerdictWithOption(id uint32, verdict int, opts ...nfqueue.VerdictOption) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.v = append(f.v, verdictRec{id, verdict, len(opts)})
-	return nil
-}
-
-func writeRules(t *testing.T, text string) string {
+func writeRules(t testing.TB, text string) string {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "rules.v4")
 	if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
@@ -76,7 +73,7 @@ func writeRules(t *testing.T, text string) string {
 	return p
 }
 
-func testDaemon(t *testing.T, rules string, logOut io.Writer, logs *bytes.Buffer) *Daemon {
+func testDaemon(t testing.TB, rules string, logOut io.Writer, logs *bytes.Buffer) *Daemon {
 	t.Helper()
 	d, err := New(Config{
 		RulesPath: writeRules(t, rules),

@@ -7,8 +7,6 @@ import (
 	"sync"
 	"testing"
 
-	nfqueue "github.com/florianl/go-nfqueue/v2"
-
 	"github.com/qtables/qtables/matchers"
 )
 
@@ -132,7 +130,4 @@ func TestReloadUnderLoad(t *testing.T) {
 // discardQueue takes verdicts and forgets them.
 type discardQueue struct{}
 
-func (discardQueue) SetVerdict(uint32, int) error { return nil }
-func (discardQueue) SetVerdictWithOption(uint32, int, ...nfqueue.VerdictOption) error {
-	return nil
-}
+func (discardQueue) Verdict(uint32, int, uint32, bool) error { return nil }

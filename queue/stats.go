@@ -28,7 +28,11 @@ type counters struct {
 	readErrs    atomic.Uint64
 	offloaded   atomic.Uint64
 	reloads     atomic.Uint64
-	reloadFails atomic.Uint64
+	// verdictDgrams and verdictMsgs count the datagrams of verdicts sent
+	// and the verdict messages in them.
+	verdictDgrams atomic.Uint64
+	verdictMsgs   atomic.Uint64
+	reloadFails   atomic.Uint64
 }
 
 // Stats is a snapshot of the daemon's statistics. Its JSON form is what
@@ -69,8 +73,14 @@ type Stats struct {
 	// (the kernel dropped queued packets it could not deliver); ReadErrors
 	// other receive errors.
 	VerdictErrors uint64 `json:"verdict_errors"`
-	ENOBUFS       uint64 `json:"enobufs"`
-	ReadErrors    uint64 `json:"read_errors"`
+	// VerdictDatagrams and VerdictMessages count what carried the
+	// verdicts: a datagram per receive batch (or per drained worker
+	// queue), holding one message per packet or, in order, one batch
+	// verdict per run of packets with the same verdict.
+	VerdictDatagrams uint64 `json:"verdict_datagrams"`
+	VerdictMessages  uint64 `json:"verdict_messages"`
+	ENOBUFS          uint64 `json:"enobufs"`
+	ReadErrors       uint64 `json:"read_errors"`
 	// Offloaded counts flows handed to the kernel's connmark fast path
 	// (their later packets are never queued; the hook chain's connmark
 	// rule counts them).
@@ -89,7 +99,7 @@ func (c *counters) snapshot() Stats {
 		Marked: c.marked.Load(), Undecodable: c.undecodable.Load(), Unsupported: c.unsupported.Load(),
 		NoChain: c.noChain.Load(), Panics: c.panics.Load(), RejectEvents: c.rejects.Load(),
 		LogEvents: c.logEvents.Load(), VerdictErrors: c.verdictErrs.Load(), ENOBUFS: c.enobufs.Load(),
-		ReadErrors: c.readErrs.Load(), Offloaded: c.offloaded.Load(), Reloads: c.reloads.Load(), ReloadFailures: c.reloadFails.Load(),
+		ReadErrors: c.readErrs.Load(), VerdictDatagrams: c.verdictDgrams.Load(), VerdictMessages: c.verdictMsgs.Load(), Offloaded: c.offloaded.Load(), Reloads: c.reloads.Load(), ReloadFailures: c.reloadFails.Load(),
 	}
 }
 

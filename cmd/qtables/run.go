@@ -201,7 +201,7 @@ latency histogram, and every rule's packet and byte counters.`,
 	hf.register(c)
 	fl := c.Flags()
 	fl.StringVar(&rules, "rules", "", "rules file (iptables-save format)")
-	fl.IntVar(&workers, "workers", 0, "judging workers (default: one per CPU)")
+	fl.IntVar(&workers, "workers", 0, "judging workers: 0 judges in each queue's reader, in order, with batched verdicts (fastest with one queue per core); N hands packets to N workers by flow")
 	fl.Uint32Var(&queueLen, "queue-len", 1024, "kernel queue length in packets")
 	fl.IntVar(&sockBuf, "sock-buf", 4<<20, "netlink receive buffer in bytes")
 	fl.BoolVar(&failOpen, "fail-open", false, "set the queue's fail-open flag: a full queue accepts packets instead of dropping them")

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -161,4 +162,99 @@ func TestLiveReloadUnderTraffic(t *testing.T) {
 		t.Fatalf("exit: %v", err)
 	}
 	_ = os.Remove(counters)
+}
+
+// countUDP counts the datagrams arriving on the server's port.
+func countUDP(t *testing.T, tp *liveTopo, port uint16) *atomic.Uint64 {
+	t.Helper()
+	var c *net.UDPConn
+	if err := tp.server.Do(func() error {
+		var err error
+		c, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(serverAddr, port)))
+		if err == nil {
+			err = c.SetReadBuffer(8 << 20)
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	var n atomic.Uint64
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			if _, err := c.Read(buf); err != nil {
+				return
+			}
+			n.Add(1)
+		}
+	}()
+	return &n
+}
+
+// TestLiveBatchedVerdicts: bursts of datagrams alternating between an
+// accepted, a dropped and a marked port reach qtables several at a time,
+// so one batch mixes verdicts: every accepted datagram arrives (the marked
+// ones with the mark the kernel then sees), no dropped one does.
+func TestLiveBatchedVerdicts(t *testing.T) {
+	tp := newLiveTopo(t)
+	accepted, dropped, marked := countUDP(t, tp, 86), countUDP(t, tp, 87), countUDP(t, tp, 88)
+	tp.ipt(t, "-t", "mangle", "-A", "POSTROUTING", "-p", "udp", "--dport", "88", "-m", "mark", "--mark", "0x7")
+	rules := filepath.Join(tp.dir, "rules.v4")
+	writeFile(t, rules, `*filter
+:INPUT ACCEPT [0:0]
+:FORWARD ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+-A FORWARD -p udp -m udp --dport 87 -j DROP
+-A FORWARD -p udp -m udp --dport 88 -j MARK --set-xmark 0x7/0xffffffff
+COMMIT
+`)
+	stats := filepath.Join(tp.dir, "stats.json")
+	d := tp.startDaemon(t, "--rules", rules, "--hook", "FORWARD", "--queues", "0", "--stats-file", stats)
+	const bursts, per = 40, 60
+	err := tp.client.Do(func() error {
+		c, err := net.ListenUDP("udp4", nil)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		for b := 0; b < bursts; b++ {
+			for i := 0; i < per; i++ {
+				dst := netip.AddrPortFrom(serverAddr, uint16(86+i%3))
+				if _, err := c.WriteToUDPAddrPort([]byte("burst"), dst); err != nil {
+					return err
+				}
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const each = bursts * per / 3
+	eventually(t, 10*time.Second, func() error {
+		if accepted.Load() != each || marked.Load() != each {
+			return fmt.Errorf("accepted %d, marked %d of %d each", accepted.Load(), marked.Load(), each)
+		}
+		return nil
+	})
+	if n := dropped.Load(); n != 0 {
+		t.Errorf("%d dropped datagrams arrived", n)
+	}
+	if k := tp.kernelPackets(t, "mangle", "POSTROUTING"); k != each {
+		t.Errorf("the kernel saw %d datagrams with the mark, want %d", k, each)
+	}
+	st := d.readStats(t, stats)
+	if st.Received != 3*each || st.Dropped != each || st.Marked != each || st.VerdictErrors != 0 {
+		t.Errorf("stats %+v", st)
+	}
+	// Verdicts left in batches: fewer datagrams than packets.
+	t.Logf("%d packets, %d verdict datagrams, %d verdict messages", st.Received, st.VerdictDatagrams, st.VerdictMessages)
+	if st.VerdictDatagrams >= st.Received || st.VerdictMessages > st.Received {
+		t.Errorf("verdicts: %d datagrams, %d messages for %d packets", st.VerdictDatagrams, st.VerdictMessages, st.Received)
+	}
+	if err := d.stop(t, syscall.SIGTERM); err != nil {
+		t.Fatalf("exit: %v", err)
+	}
 }
