@@ -499,10 +499,10 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 			d.lastKernel.Store(&kq)
 		}
 		stopReading()
+		readWG.Wait() // within recvTimeout
 		for _, r := range readers {
 			r.c.close()
 		}
-		readWG.Wait()
 		for _, w := range d.workers {
 			close(w)
 		}
@@ -700,10 +700,11 @@ func (d *Daemon) read(ctx context.Context, r *reader, fatal chan<- error) {
 	pol := readErrorPolicy{cnt: &d.cnt}
 	for {
 		n, err := r.c.recv(rb)
+		if n == 0 && ctx.Err() != nil {
+			// Stopping: the hooks are gone and the queue drained.
+			return
+		}
 		if err != nil {
-			if ctx.Err() != nil {
-				return
-			}
 			stop, ferr := pol.handle(err)
 			if ferr != nil {
 				fatal <- fmt.Errorf("queue %d: %w", r.num, ferr)

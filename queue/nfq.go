@@ -4,8 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"os"
-	"syscall"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -72,8 +71,6 @@ type nfqConn struct {
 	// idx is the reader's index, for the workers' verdict batches.
 	idx int
 	fd  int
-	f   *os.File
-	rc  syscall.RawConn
 	// early is the verdict for packets that arrive while the queue is
 	// being configured (before judging starts).
 	early int
@@ -89,7 +86,10 @@ type nfqOptions struct {
 
 // openNFQ binds queue num in the calling thread's network namespace:
 // copy the whole packet, GSO segments whole, the queue length, fail-open
-// as asked. The socket is non-blocking and served by Go's poller.
+// as asked. The socket blocks: a reader waits in recvmmsg itself (one
+// system call per batch, and no poller round trip before the first
+// packet of a quiet moment, which the latency shows), waking every
+// recvTimeout to see whether the daemon is stopping.
 func openNFQ(num uint16, o nfqOptions) (*nfqConn, error) {
 	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_NETFILTER)
 	if err != nil {
@@ -138,15 +138,9 @@ func openNFQ(num uint16, o nfqOptions) (*nfqConn, error) {
 			return fail(fmt.Errorf("queue %d: %s: %w", num, s.what, err))
 		}
 	}
-	tv = unix.Timeval{}
-	unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
-	if err := unix.SetNonblock(fd, true); err != nil {
+	tv = unix.NsecToTimeval(recvTimeout.Nanoseconds())
+	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
 		return fail(err)
-	}
-	c.f = os.NewFile(uintptr(fd), fmt.Sprintf("nfqueue-%d", num))
-	if c.rc, err = c.f.SyscallConn(); err != nil {
-		c.f.Close()
-		return nil, err
 	}
 	return c, nil
 }
@@ -192,24 +186,18 @@ func (c *nfqConn) configure(seq uint32, attrs [][]byte) error {
 	}
 }
 
-func (c *nfqConn) close() error {
-	if c.f != nil {
-		return c.f.Close()
-	}
-	return unix.Close(c.fd)
-}
+// close closes the socket; the reader must have stopped.
+func (c *nfqConn) close() error { return unix.Close(c.fd) }
 
-// write sends a datagram of verdict messages.
+// write sends a datagram of verdict messages. Netlink messages to the
+// kernel are processed in the sender's system call: it does not block.
 func (c *nfqConn) write(b []byte) error {
-	var werr error
-	err := c.rc.Write(func(fd uintptr) bool {
-		_, werr = unix.Write(int(fd), b)
-		return werr != unix.EAGAIN
-	})
-	if err != nil {
-		return err
+	for {
+		_, err := unix.Write(c.fd, b)
+		if err != unix.EINTR {
+			return err
+		}
 	}
-	return werr
 }
 
 // mmsghdr is struct mmsghdr.
@@ -242,28 +230,25 @@ func (r *recvBuf) slot(i int) []byte {
 	return r.mem[i*recvSlot : i*recvSlot+int(r.msgs[i].n)]
 }
 
-// recv waits for messages and takes as many as are there, up to the
-// batch. An error (ENOBUFS included) comes with n == 0.
+// recvTimeout bounds a reader's wait, so that it sees a stop request.
+const recvTimeout = 100 * time.Millisecond
+
+// recv waits for a message and takes as many as are there, up to the
+// batch (MSG_WAITFORONE). It returns 0 and no error when the wait timed
+// out; an error (ENOBUFS included) comes with n == 0.
 func (c *nfqConn) recv(r *recvBuf) (int, error) {
-	var n int
-	var errno unix.Errno
-	err := c.rc.Read(func(fd uintptr) bool {
-		for {
-			m, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&r.msgs[0])), recvBatch, 0, 0, 0)
-			if e == unix.EINTR {
-				continue
-			}
-			n, errno = int(m), e
-			return e != unix.EAGAIN
+	for {
+		m, _, e := unix.Syscall6(unix.SYS_RECVMMSG, uintptr(c.fd), uintptr(unsafe.Pointer(&r.msgs[0])), recvBatch, unix.MSG_WAITFORONE, 0, 0)
+		switch e {
+		case 0:
+			return int(m), nil
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return 0, nil
 		}
-	})
-	if err != nil {
-		return 0, err
+		return 0, e
 	}
-	if errno != 0 {
-		return 0, errno
-	}
-	return n, nil
 }
 
 // nfqPacket is a queued packet's message, parsed in place: payload
