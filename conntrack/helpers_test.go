@@ -175,11 +175,11 @@ func checkInvariants(tb testing.TB, t *Table) {
 		filled := 0
 		mask := len(s.slots) - 1
 		for pos, sl := range s.slots {
-			if sl.idx == 0 {
+			if sl == 0 {
 				continue
 			}
 			filled++
-			idx := sl.idx - 1
+			idx := sl.idx() - 1
 			if idx >= s.used {
 				tb.Fatalf("shard %d slot %d: index %d beyond slab %d", si, pos, idx, s.used)
 			}
@@ -188,15 +188,15 @@ func checkInvariants(tb testing.TB, t *Table) {
 				tb.Fatalf("shard %d slot %d: entry %d not a confirmed entry", si, pos, idx)
 			}
 			h := t.seed.hash(&e.orig)
-			if uint32(h) != sl.hash {
+			if uint32(h) != sl.hash() {
 				tb.Fatalf("shard %d slot %d: stored hash mismatch", si, pos)
 			}
 			if _, got := t.shardFor(h); int(got) != si {
 				tb.Fatalf("entry in shard %d hashes to %d", si, got)
 			}
 			// No empty slot between home and pos.
-			for p := int(sl.hash) & mask; p != pos; p = (p + 1) & mask {
-				if s.slots[p].idx == 0 {
+			for p := int(sl.hash()) & mask; p != pos; p = (p + 1) & mask {
+				if s.slots[p] == 0 {
 					tb.Fatalf("shard %d slot %d unreachable from home", si, pos)
 				}
 			}

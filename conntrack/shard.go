@@ -13,11 +13,18 @@ import (
 const chunkSize = 141
 
 // slot is one cell of a shard's open-addressing index: the low 32 bits of
-// the flow's hash and its slab index plus one (0 marks an empty cell).
-type slot struct {
-	hash uint32
-	idx  uint32
-}
+// the flow's hash in the high half and its slab index plus one in the low
+// half (0 marks an empty cell). One 8-byte word, so that TrackBatch's
+// prefetch pass can read it atomically without the shard lock.
+type slot uint64
+
+func mkSlot(hash, idx1 uint32) slot { return slot(uint64(hash)<<32 | uint64(idx1)) }
+
+// hash returns the stored low 32 bits of the flow's hash.
+func (sl slot) hash() uint32 { return uint32(sl >> 32) }
+
+// idx returns the slab index plus one; 0 for an empty slot.
+func (sl slot) idx() uint32 { return uint32(sl) }
 
 // shard is an independently locked part of the table: its own index, slab
 // and free list. A flow lives in the shard its direction-free hash selects,
@@ -30,11 +37,17 @@ type shard struct {
 	// most 3/4 full, deleted from by backward shifting (no tombstones).
 	slots  []slot
 	filled int
+	// index publishes slots (the current array) to TrackBatch's prefetch
+	// pass, which reads it without mu; cells are therefore written with
+	// atomic stores (setSlot) once the array is published.
+	index atomic.Pointer[[]slot]
 
-	chunks [][]Entry
-	used   uint32 // slab positions handed out so far (high-water mark)
-	free   uint32 // head of the free list, index+1; 0 = empty
-	cursor uint32 // next slab position the sweeper examines
+	chunks []*[chunkSize]Entry
+	// chunkTab publishes a copy of chunks to the prefetch pass.
+	chunkTab atomic.Pointer[[]*[chunkSize]Entry]
+	used     uint32 // slab positions handed out so far (high-water mark)
+	free     uint32 // head of the free list, index+1; 0 = empty
+	cursor   uint32 // next slab position the sweeper examines
 
 	// n counts events under mu: an atomic add per packet would cost more
 	// than the rest of a cached lookup. invalidNoLock counts the invalid
@@ -49,6 +62,13 @@ func (s *shard) entry(idx uint32) *Entry {
 	return &s.chunks[idx/chunkSize][idx%chunkSize]
 }
 
+// setSlot stores v at pos: atomically, because the prefetch pass of
+// TrackBatch reads cells without the lock (a hint only: it never acts on
+// what it reads).
+func (s *shard) setSlot(pos int, v slot) {
+	atomic.StoreUint64((*uint64)(&s.slots[pos]), uint64(v))
+}
+
 // alloc returns a cleared entry's index, reusing a freed one when it can.
 // It allocates memory only when the slab has to grow by a chunk.
 func (s *shard) alloc() uint32 {
@@ -61,7 +81,9 @@ func (s *shard) alloc() uint32 {
 		return idx
 	}
 	if int(s.used)/chunkSize == len(s.chunks) {
-		s.chunks = append(s.chunks, make([]Entry, chunkSize))
+		s.chunks = append(s.chunks, new([chunkSize]Entry))
+		tab := s.chunks
+		s.chunkTab.Store(&tab)
 	}
 	idx := s.used
 	s.used++
@@ -90,16 +112,16 @@ func (s *shard) lookup(h uint64, tu *Tuple) (pos int, idx uint32, dir Dir, ok bo
 	pos = int(tag) & mask
 	for {
 		sl := s.slots[pos]
-		if sl.idx == 0 {
+		if sl == 0 {
 			return pos, 0, 0, false
 		}
-		if sl.hash == tag {
-			e := s.entry(sl.idx - 1)
+		if sl.hash() == tag {
+			e := s.entry(sl.idx() - 1)
 			if e.orig.equal(tu) {
-				return pos, sl.idx - 1, DirOriginal, true
+				return pos, sl.idx() - 1, DirOriginal, true
 			}
 			if e.reply.equal(tu) {
-				return pos, sl.idx - 1, DirReply, true
+				return pos, sl.idx() - 1, DirReply, true
 			}
 		}
 		pos = (pos + 1) & mask
@@ -113,10 +135,10 @@ func (s *shard) insert(h uint64, idx uint32) {
 	}
 	mask := len(s.slots) - 1
 	pos := int(uint32(h)) & mask
-	for s.slots[pos].idx != 0 {
+	for s.slots[pos] != 0 {
 		pos = (pos + 1) & mask
 	}
-	s.slots[pos] = slot{hash: uint32(h), idx: idx + 1}
+	s.setSlot(pos, mkSlot(uint32(h), idx+1))
 	s.filled++
 }
 
@@ -133,18 +155,22 @@ func (s *shard) grow() {
 
 func (s *shard) resize(n int) {
 	old := s.slots
-	s.slots = make([]slot, n)
+	// Fill the new array before publishing it: until then no reader can
+	// see it, so plain stores suffice.
+	slots := make([]slot, n)
 	mask := n - 1
 	for _, sl := range old {
-		if sl.idx == 0 {
+		if sl == 0 {
 			continue
 		}
-		pos := int(sl.hash) & mask
-		for s.slots[pos].idx != 0 {
+		pos := int(sl.hash()) & mask
+		for slots[pos] != 0 {
 			pos = (pos + 1) & mask
 		}
-		s.slots[pos] = sl
+		slots[pos] = sl
 	}
+	s.slots = slots
+	s.index.Store(&slots)
 }
 
 // removeAt empties the slot at pos and shifts later members of its probe
@@ -153,15 +179,15 @@ func (s *shard) removeAt(pos int) {
 	mask := len(s.slots) - 1
 	s.filled--
 	for {
-		s.slots[pos] = slot{}
+		s.setSlot(pos, 0)
 		j := pos
 		for {
 			j = (j + 1) & mask
 			sl := s.slots[j]
-			if sl.idx == 0 {
+			if sl == 0 {
 				return
 			}
-			home := int(sl.hash) & mask
+			home := int(sl.hash()) & mask
 			// sl may fill the hole unless its home lies cyclically in
 			// (pos, j]: then moving it would put it before its home.
 			var stays bool
@@ -171,7 +197,7 @@ func (s *shard) removeAt(pos int) {
 				stays = pos < home || home <= j
 			}
 			if !stays {
-				s.slots[pos] = sl
+				s.setSlot(pos, sl)
 				pos = j
 				break
 			}
@@ -185,10 +211,10 @@ func (s *shard) unindex(h uint64, idx uint32) {
 	pos := int(uint32(h)) & mask
 	for {
 		sl := s.slots[pos]
-		if sl.idx == 0 {
+		if sl == 0 {
 			return // not indexed (cannot happen for a confirmed entry)
 		}
-		if sl.idx == idx+1 {
+		if sl.idx() == idx+1 {
 			s.removeAt(pos)
 			return
 		}

@@ -536,14 +536,14 @@ func (t *Table) earlyDrop(s *shard, h uint64, now int64) bool {
 		mask := len(s.slots) - 1
 		pos := int(uint32(h)) & mask
 		for i := 0; i < maxSlots && n < maxEntries; i++ {
-			if sl := s.slots[pos]; sl.idx != 0 {
-				e := s.entry(sl.idx - 1)
+			if sl := s.slots[pos]; sl != 0 {
+				e := s.entry(sl.idx() - 1)
 				switch {
 				case e.expires <= now:
-					victims[n], expired[n] = sl.idx-1, true
+					victims[n], expired[n] = sl.idx()-1, true
 					n++
 				case e.status&StatusAssured == 0:
-					victims[n] = sl.idx - 1
+					victims[n] = sl.idx() - 1
 					n++
 					i = maxSlots // one eviction is enough
 				}

@@ -30,7 +30,7 @@ func TestEntrySize(t *testing.T) {
 	// The index holds 8-byte slots at most 3/4 full and at least 3/8 full
 	// after doubling: between 10.7 and 21.3 bytes per entry; the slab
 	// adds nothing per entry beyond the Entry itself.
-	slotBytes := unsafe.Sizeof(slot{})
+	slotBytes := unsafe.Sizeof(slot(0))
 	worst := float64(size) + float64(slotBytes)*8/3
 	t.Logf("Entry %d bytes, slot %d bytes, worst case per flow %.1f bytes", size, slotBytes, worst)
 	if worst > 256 {
