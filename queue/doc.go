@@ -10,10 +10,15 @@
 //     replaces whatever a killed run left behind; --queue-bypass, on by
 //     default, makes the kernel accept packets while no reader is bound, so
 //     a dead daemon never black-holes a host.
-//   - Daemon (daemon.go) binds one go-nfqueue reader per queue, fans the
-//     packets out to a worker pool by a symmetric hash of the 5-tuple (a flow
-//     always lands on the same worker, so its packets keep their order), and
-//     owns reload, shutdown and the statistics.
+//   - Daemon (daemon.go) binds each queue on a netlink socket of its own
+//     (nfq.go): a reader takes the queued packets in batches (recvmmsg),
+//     parses them in place, judges them in the kernel's order and sends
+//     the batch's verdicts in one datagram, a batch verdict per run of
+//     equal verdicts. With --workers N it hands them instead to a pool by
+//     a symmetric hash of the 5-tuple (a flow always lands on the same
+//     worker, so its packets keep their order). The daemon owns reload
+//     (counters of unchanged rules carried over), shutdown and the
+//     statistics.
 //   - Judge (judge.go) is one worker's state: its own packet.Decoder, View
 //     and matchers.Context. Judging a packet decodes it, evaluates the
 //     rule-set tables at the packet's hook in the kernel's order (mangle

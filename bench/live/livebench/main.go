@@ -94,7 +94,8 @@ type consumer struct {
 	name   string
 	queues int
 	// start starts it in the router with the NFQUEUE hook in place and
-	// returns a stop function (nil for the kernel alone).
+	// returns a stop function (nil for the kernel alone). It records the
+	// consumer's processes in b.pids.
 	start func(b *bench) (stop func() error, err error)
 }
 
@@ -102,6 +103,10 @@ type consumer struct {
 type result struct {
 	pps      float64
 	p50, p99 time.Duration
+	// cpu is the consumer processes' CPU time (user and system, the
+	// kernel's forwarding of accepted packets in their verdict calls
+	// included) per packet forwarded; 0 for the kernel alone.
+	cpu time.Duration
 }
 
 const nsPrefix = "qtbench"
@@ -123,6 +128,28 @@ type bench struct {
 	o                    options
 	sender, router, sink *netns.Namespace
 	dir                  string
+	// pids are the running consumer's processes.
+	pids []int
+}
+
+// cpuTime is the user and system time of the consumer's processes.
+func (b *bench) cpuTime() time.Duration {
+	var ticks uint64
+	for _, pid := range b.pids {
+		st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue
+		}
+		// Fields after the command's closing parenthesis: state is the
+		// 3rd field of the line, utime the 14th, stime the 15th.
+		f := strings.Fields(string(st[bytes.LastIndexByte(st, ')')+1:]))
+		if len(f) > 12 {
+			u, _ := strconv.ParseUint(f[11], 10, 64)
+			s, _ := strconv.ParseUint(f[12], 10, 64)
+			ticks += u + s
+		}
+	}
+	return time.Duration(ticks) * time.Second / 100 // USER_HZ
 }
 
 func run(o options) error {
@@ -189,8 +216,8 @@ func run(o options) error {
 			if err != nil {
 				return fmt.Errorf("%s, %d queue(s): %w", c.name, c.queues, err)
 			}
-			fmt.Fprintf(os.Stderr, "round %d: %-22s %d queue(s): %9.0f packets/s, RTT p50 %v p99 %v\n",
-				round, c.name, c.queues, r.pps, r.p50, r.p99)
+			fmt.Fprintf(os.Stderr, "round %d: %-22s %d queue(s): %9.0f packets/s, consumer CPU %v/packet, RTT p50 %v p99 %v\n",
+				round, c.name, c.queues, r.pps, r.cpu, r.p50, r.p99)
 			results[key(c)] = append(results[key(c)], r)
 		}
 	}
@@ -271,6 +298,7 @@ func (b *bench) forwarded() (uint64, error) {
 
 // measure runs one consumer: the flood's rate, then the latency.
 func (b *bench) measure(c consumer) (result, error) {
+	b.pids = nil
 	stop, err := c.start(b)
 	if err != nil {
 		return result{}, err
@@ -291,10 +319,10 @@ func (b *bench) measure(c consumer) (result, error) {
 		<-floodDone
 		return result{}, err
 	}
-	t0 := time.Now()
+	t0, cpu0 := time.Now(), b.cpuTime()
 	time.Sleep(b.o.duration)
 	c1, err := b.forwarded()
-	t1 := time.Now()
+	t1, cpu1 := time.Now(), b.cpuTime()
 	close(quit)
 	if ferr := <-floodDone; ferr != nil {
 		return result{}, ferr
@@ -308,6 +336,9 @@ func (b *bench) measure(c consumer) (result, error) {
 		return result{}, err
 	}
 	r := result{pps: float64(c1-c0) / t1.Sub(t0).Seconds(), p50: percentile(rtts, 50), p99: percentile(rtts, 99)}
+	if c1 > c0 {
+		r.cpu = (cpu1 - cpu0) / time.Duration(c1-c0)
+	}
 	if stop != nil {
 		s := stop
 		stop = nil
@@ -499,6 +530,7 @@ func (b *bench) spawn(ready string, prog string, args ...string) (*proc, error) 
 		return nil, err
 	}
 	go func() { p.done <- p.cmd.Wait() }()
+	b.pids = append(b.pids, p.cmd.Process.Pid) // ip netns exec execs the program
 	deadline := time.Now().Add(20 * time.Second)
 	for !strings.Contains(p.stderr.String(), ready) {
 		select {
@@ -638,21 +670,40 @@ func (b *bench) consumers() []consumer {
 func report(cs []consumer, res map[string][]result, key func(consumer) string, o options) string {
 	median := func(rs []result) result {
 		p := make([]float64, len(rs))
-		var p50, p99 []time.Duration
+		var p50, p99, cpu []time.Duration
 		for i, r := range rs {
 			p[i] = r.pps
-			p50, p99 = append(p50, r.p50), append(p99, r.p99)
+			p50, p99, cpu = append(p50, r.p50), append(p99, r.p99), append(cpu, r.cpu)
 		}
 		slices.Sort(p)
-		return result{pps: p[len(p)/2], p50: percentile(p50, 50), p99: percentile(p99, 50)}
+		return result{pps: p[len(p)/2], p50: percentile(p50, 50), p99: percentile(p99, 50), cpu: percentile(cpu, 50)}
 	}
-	cRate := map[int]float64{}
+	// The rate against C's in the same round (measured minutes apart at
+	// most), median over rounds: steadier than a ratio of medians on a
+	// shared machine.
+	cRounds := map[int][]result{}
+	for _, c := range cs {
+		if c.name == "C libnetfilter_queue" {
+			cRounds[c.queues] = res[key(c)]
+		}
+	}
+	roundRatio := func(c consumer) string {
+		cr, rs := cRounds[c.queues], res[key(c)]
+		var ratios []float64
+		for i := range rs {
+			if i < len(cr) && cr[i].pps > 0 {
+				ratios = append(ratios, rs[i].pps/cr[i].pps)
+			}
+		}
+		if len(ratios) == 0 || c.queues == 0 {
+			return "-"
+		}
+		slices.Sort(ratios)
+		return fmt.Sprintf("%.0f%% (%.0f-%.0f%%)", 100*ratios[len(ratios)/2], 100*ratios[0], 100*ratios[len(ratios)-1])
+	}
 	var kernelRTT time.Duration
 	for _, c := range cs {
 		m := median(res[key(c)])
-		if c.name == "C libnetfilter_queue" {
-			cRate[c.queues] = m.pps
-		}
 		if c.queues == 0 {
 			kernelRTT = m.p50
 		}
@@ -661,7 +712,7 @@ func report(cs []consumer, res map[string][]result, key func(consumer) string, o
 	host, _ := os.Hostname()
 	fmt.Fprintf(&s, "bench-live: %d CPUs (%s), %s per measurement, median of %d rounds, 18-byte UDP datagrams, RTT of %d request/reply pairs\n\n",
 		runtime.NumCPU(), host, o.duration, o.rounds, o.pings)
-	s.WriteString("| consumer | queues | packets/s (min-max) | vs C, same queues | RTT p50 | RTT p99 | added p50 vs kernel |\n|---|---|---|---|---|---|---|\n")
+	s.WriteString("| consumer | queues | packets/s, median (min-max) | vs C in the same round, median (min-max) | consumer CPU per packet | RTT p50 | RTT p99 | added p50 vs kernel |\n|---|---|---|---|---|---|---|---|\n")
 	for _, c := range cs {
 		rs := res[key(c)]
 		if len(rs) == 0 {
@@ -672,15 +723,11 @@ func report(cs []consumer, res map[string][]result, key func(consumer) string, o
 		for _, r := range rs {
 			lo, hi = min(lo, r.pps), max(hi, r.pps)
 		}
-		vs := "-"
-		if cr := cRate[c.queues]; cr > 0 && c.queues > 0 {
-			vs = fmt.Sprintf("%.0f%%", 100*m.pps/cr)
-		}
-		q := strconv.Itoa(c.queues)
+		q, cpu := strconv.Itoa(c.queues), m.cpu.Round(10*time.Nanosecond).String()
 		if c.queues == 0 {
-			q = "-"
+			q, cpu = "-", "-"
 		}
-		fmt.Fprintf(&s, "| %s | %s | %.0f (%.0f-%.0f) | %s | %v | %v | %v |\n", c.name, q, m.pps, lo, hi, vs,
+		fmt.Fprintf(&s, "| %s | %s | %.0f (%.0f-%.0f) | %s | %s | %v | %v | %v |\n", c.name, q, m.pps, lo, hi, roundRatio(c), cpu,
 			m.p50.Round(time.Microsecond), m.p99.Round(time.Microsecond), (m.p50 - kernelRTT).Round(time.Microsecond))
 	}
 	return s.String()
