@@ -536,13 +536,21 @@ func (t *l7Table) stats() L7Stats {
 
 // ---- linking the matches of a rule set ----
 
-// Link gives the application-layer matches among ms one shared flow table
-// configured by cfg, so that each flow is reassembled and parsed once
-// however many matches read it; call it once on all the matches of a rule
-// set after they are built and before any is used. Matches that are not
-// linked each keep a table of their own (correct, but each reassembles
-// the flows it sees). Link returns the number of matches linked.
+// Link prepares the matches of one rule set to share work; call it once
+// on all of them after they are built and before any is used.
+//
+// The application-layer matches get one flow table configured by cfg, so
+// that each flow is reassembled and parsed once however many matches read
+// it; unlinked, each keeps a table of its own (correct, but each
+// reassembles the flows it sees). The string matches (without --stream)
+// are compiled into one automaton, so that a packet is scanned once
+// however many patterns there are (multipattern.go). Link returns the
+// number of matches linked.
 func Link(ms []Match, cfg L7Config) int {
+	linked := 0
+	if set := linkStrings(ms); set != nil {
+		linked = len(set.pats)
+	}
 	var users []l7User
 	var needs l7Need
 	var streams []*streamSearch
@@ -559,13 +567,13 @@ func Link(ms []Match, cfg L7Config) int {
 		}
 	}
 	if len(users) == 0 {
-		return 0
+		return linked
 	}
 	t := newL7Table(cfg, needs, streams)
 	for _, u := range users {
 		u.setL7Table(t)
 	}
-	return len(users)
+	return linked + len(users)
 }
 
 // ---- shared option parsing and printing ----

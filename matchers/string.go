@@ -292,6 +292,11 @@ type stringMatch struct {
 	goodShift []int32
 	// KMP prefix table (ts_kmp).
 	prefix []int32
+	// set, when not nil, is the rule set's automaton holding this
+	// pattern as setID (multipattern.go): the match answers from the
+	// packet's one scan instead of searching on its own.
+	set   *stringSet
+	setID int32
 }
 
 var identityBytes = func() (t [256]byte) {
@@ -382,6 +387,11 @@ func bmSubpattern(p []byte, i, j, g int) bool {
 
 // Match is string_mt: the pattern found in the window XOR the inversion.
 func (m *stringMatch) Match(c *Context) bool {
+	if m.set != nil {
+		if sc := stringScanOf(c, m.set); sc != nil {
+			return sc.found(m.setID) != m.inv
+		}
+	}
 	data := c.Pkt.Network
 	if int(m.from) >= len(data) {
 		return m.inv

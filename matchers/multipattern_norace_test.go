@@ -1,0 +1,6 @@
+//go:build !race
+
+package matchers
+
+// raceEnabled reports a -race build, where timings mean nothing.
+const raceEnabled = false
