@@ -7,11 +7,81 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/qtables/qtables/conntrack"
+	"github.com/qtables/qtables/matchers"
 )
+
+// Traffic counts the packets and bytes given each verdict, by queue and
+// hook. Count is one atomic add per counter on a fixed array cell (no map,
+// no label lookup, no allocation), so it belongs on the packet path; the
+// collector turns the cells into labelled series at scrape time.
+type Traffic struct {
+	first uint16
+	hooks matchers.HookMask
+	q     []trafficCells
+}
+
+// trafficHooks are the cells per queue: the five netfilter hooks and one
+// for anything else (HookNone in tests).
+const trafficHooks = 6
+
+// trafficCells is one queue's cells, [hook][0 accept, 1 drop].
+type trafficCells [trafficHooks][2]struct{ packets, bytes atomic.Uint64 }
+
+// NewTraffic returns counters for the queues of qr. Series are exported
+// from the first scrape for every queue, verdict and hook in hooks (so
+// rate() sees them start at zero), and for other hooks once they count.
+func NewTraffic(qr QueueRange, hooks []matchers.Hook) *Traffic {
+	t := &Traffic{first: qr.First, q: make([]trafficCells, int(qr.Last)-int(qr.First)+1)}
+	for _, h := range hooks {
+		if h < trafficHooks-1 {
+			t.hooks |= 1 << h
+		}
+	}
+	return t
+}
+
+// Count adds one packet of n bytes from queue with verdict drop (true) or
+// accept (false) at hook. A queue outside the range is ignored.
+func (t *Traffic) Count(queue uint16, hook matchers.Hook, drop bool, n int) {
+	if t == nil {
+		return
+	}
+	i := int(queue) - int(t.first)
+	if i < 0 || i >= len(t.q) {
+		return
+	}
+	h := int(hook)
+	if h >= trafficHooks-1 {
+		h = trafficHooks - 1
+	}
+	v := 0
+	if drop {
+		v = 1
+	}
+	c := &t.q[i][h][v]
+	c.packets.Add(1)
+	c.bytes.Add(uint64(n))
+}
+
+// FlowStats is what the metrics read of a connection tracking table
+// (*conntrack.Table has it).
+type FlowStats interface {
+	Stats() conntrack.Stats
+}
+
+// trafficSource and flowSource are how the collector finds the daemon's
+// traffic counters and connection table, if it has them: through methods
+// rather than fields, so the collector does not depend on how the daemon
+// stores them.
+type trafficSource interface{ Traffic() *Traffic }
+type flowSource interface{ ConntrackTable() *conntrack.Table }
 
 // newLatencyHistogram measures the time from a packet's arrival in a
 // reader to its verdict: 5 µs to about 80 ms in factors of two.
@@ -64,6 +134,13 @@ type Metrics struct {
 	verdictErrs, readErrs, reloads, rejectReplies    *prometheus.Desc
 	kWaiting, kDropped                               *prometheus.Desc
 	rulePackets, ruleBytes                           *prometheus.Desc
+	packets, bytes                                   *prometheus.Desc
+	flowEntries, flowEvents                          *prometheus.Desc
+
+	// traffic and flows are the daemon's traffic counters and connection
+	// table, when it has them.
+	traffic *Traffic
+	flows   FlowStats
 }
 
 // registry returns a registry holding m.
@@ -79,7 +156,7 @@ func NewMetrics(d *Daemon) *Metrics {
 	desc := func(name, help string, labels ...string) *prometheus.Desc {
 		return prometheus.NewDesc("qtables_"+name, help, labels, nil)
 	}
-	return &Metrics{
+	m := &Metrics{
 		d:           d,
 		received:    desc("packets_received_total", "Packets read from the kernel queues."),
 		verdicts:    desc("verdicts_total", "Verdicts given, by verdict (drop includes REJECT).", "verdict"),
@@ -101,14 +178,28 @@ func NewMetrics(d *Daemon) *Metrics {
 			"Packets the kernel dropped, by reason: queue_full (queue_dropped) or undeliverable (user_dropped).", "queue", "reason"),
 		rulePackets: desc("rule_packets_total", "Packets that matched a rule (rule 0: the chain policy).", "table", "chain", "rule"),
 		ruleBytes:   desc("rule_bytes_total", "Bytes that matched a rule (rule 0: the chain policy).", "table", "chain", "rule"),
+		packets:     desc("packets_total", "Packets given a verdict, by queue, hook and verdict (drop includes REJECT).", "queue", "hook", "verdict"),
+		bytes:       desc("bytes_total", "Bytes of the packets given a verdict, by queue, hook and verdict.", "queue", "hook", "verdict"),
+		flowEntries: desc("flows", "Entries in the connection tracking table."),
+		flowEvents: desc("flow_events_total",
+			"Connection tracking events: created (confirmed), expired (removed by the timeout sweep), early_drop (unassured entries evicted for room), drop (packets dropped: table full or a lost clash), deleted, invalid.", "event"),
 	}
+	if s, ok := any(d).(trafficSource); ok {
+		m.traffic = s.Traffic()
+	}
+	if s, ok := any(d).(flowSource); ok {
+		if t := s.ConntrackTable(); t != nil {
+			m.flows = t
+		}
+	}
+	return m
 }
 
 // Describe implements prometheus.Collector.
 func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{m.received, m.verdicts, m.marked, m.undecodable, m.panics, m.offloaded,
 		m.rejects, m.rejectReplies, m.logEvents, m.logLines, m.enobufs, m.verdictErrs, m.readErrs, m.reloads, m.kWaiting, m.kDropped,
-		m.rulePackets, m.ruleBytes} {
+		m.rulePackets, m.ruleBytes, m.packets, m.bytes, m.flowEntries, m.flowEvents} {
 		ch <- d
 	}
 	m.d.latency.Describe(ch)
@@ -146,6 +237,17 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 		counter(m.kDropped, uint64(q.QueueDropped), n, "queue_full")
 		counter(m.kDropped, uint64(q.UserDropped), n, "undeliverable")
 	}
+	m.collectTraffic(counter)
+	if m.flows != nil {
+		fs := m.flows.Stats()
+		ch <- prometheus.MustNewConstMetric(m.flowEntries, prometheus.GaugeValue, float64(fs.Entries))
+		counter(m.flowEvents, fs.Inserted, "created")
+		counter(m.flowEvents, fs.Expired, "expired")
+		counter(m.flowEvents, fs.EarlyDrop, "early_drop")
+		counter(m.flowEvents, fs.Drop, "drop")
+		counter(m.flowEvents, fs.Deleted, "deleted")
+		counter(m.flowEvents, fs.Invalid, "invalid")
+	}
 	rs := m.d.Rules().Set
 	for _, t := range rs.Tables {
 		for _, c := range t.Chains {
@@ -159,6 +261,31 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 				n := strconv.Itoa(i + 1)
 				counter(m.rulePackets, p, t.Name, c.Name, n)
 				counter(m.ruleBytes, b, t.Name, c.Name, n)
+			}
+		}
+	}
+}
+
+// collectTraffic exports the traffic cells: every cell of a configured
+// hook, and the cells of other hooks that have counted.
+func (m *Metrics) collectTraffic(counter func(d *prometheus.Desc, v uint64, labels ...string)) {
+	t := m.traffic
+	if t == nil {
+		return
+	}
+	verdicts := [2]string{"accept", "drop"}
+	for qi := range t.q {
+		queue := strconv.Itoa(int(t.first) + qi)
+		for h := range t.q[qi] {
+			for v := range t.q[qi][h] {
+				c := &t.q[qi][h][v]
+				p := c.packets.Load()
+				if p == 0 && !t.hooks.Has(matchers.Hook(h)) {
+					continue
+				}
+				hook := matchers.Hook(h).String()
+				counter(m.packets, p, queue, hook, verdicts[v])
+				counter(m.bytes, c.bytes.Load(), queue, hook, verdicts[v])
 			}
 		}
 	}

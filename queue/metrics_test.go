@@ -8,8 +8,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/qtables/qtables/conntrack"
 	"github.com/qtables/qtables/matchers"
 )
 
@@ -99,4 +101,110 @@ func value(m *dto.Metric) float64 {
 		return float64(m.Histogram.GetSampleCount())
 	}
 	return -1
+}
+
+// fakeFlows is a connection table's statistics, set by the test.
+type fakeFlows struct{ st conntrack.Stats }
+
+func (f *fakeFlows) Stats() conntrack.Stats { return f.st }
+
+// TestMetricsTrafficAndFlows scrapes the per-queue, per-hook traffic
+// series and the connection table's series twice and checks that every
+// series exists from the first scrape and moves by what was counted.
+func TestMetricsTrafficAndFlows(t *testing.T) {
+	d := testDaemon(t, testRules, io.Discard, &bytes.Buffer{})
+	m := NewMetrics(d)
+	m.traffic = NewTraffic(QueueRange{First: 4, Last: 5}, []matchers.Hook{matchers.HookInput, matchers.HookForward})
+	flows := &fakeFlows{}
+	m.flows = flows
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(m)
+
+	scrape := func() map[string]float64 {
+		t.Helper()
+		fams, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]float64{}
+		for _, f := range fams {
+			for _, mt := range f.GetMetric() {
+				k := f.GetName()
+				for _, l := range mt.GetLabel() {
+					k += "," + l.GetName() + "=" + l.GetValue()
+				}
+				out[k] = value(mt)
+			}
+		}
+		return out
+	}
+	before := scrape()
+	// Every configured queue x hook x verdict exists at zero; hooks not
+	// configured do not (yet).
+	for _, q := range []string{"4", "5"} {
+		for _, h := range []string{"INPUT", "FORWARD"} {
+			for _, v := range []string{"accept", "drop"} {
+				for _, name := range []string{"qtables_packets_total", "qtables_bytes_total"} {
+					k := name + ",hook=" + h + ",queue=" + q + ",verdict=" + v
+					if got, ok := before[k]; !ok || got != 0 {
+						t.Errorf("%s = %v, %v; want 0, present", k, got, ok)
+					}
+				}
+			}
+		}
+	}
+	if _, ok := before["qtables_packets_total,hook=OUTPUT,queue=4,verdict=accept"]; ok {
+		t.Error("OUTPUT series exported before it was configured or counted")
+	}
+
+	m.traffic.Count(4, matchers.HookInput, false, 60)
+	m.traffic.Count(4, matchers.HookInput, false, 40)
+	m.traffic.Count(5, matchers.HookForward, true, 1500)
+	m.traffic.Count(4, matchers.HookOutput, true, 28)
+	m.traffic.Count(9, matchers.HookInput, false, 1) // not our queue: ignored
+	flows.st = conntrack.Stats{Entries: 3, Inserted: 7, Expired: 2, EarlyDrop: 1, Drop: 5, Deleted: 1, Invalid: 4}
+
+	after := scrape()
+	for k, want := range map[string]float64{
+		"qtables_packets_total,hook=INPUT,queue=4,verdict=accept": 2,
+		"qtables_bytes_total,hook=INPUT,queue=4,verdict=accept":   100,
+		"qtables_packets_total,hook=FORWARD,queue=5,verdict=drop": 1,
+		"qtables_bytes_total,hook=FORWARD,queue=5,verdict=drop":   1500,
+		"qtables_packets_total,hook=OUTPUT,queue=4,verdict=drop":  1,
+		"qtables_packets_total,hook=INPUT,queue=5,verdict=accept": 0,
+		"qtables_flows": 3,
+		"qtables_flow_events_total,event=created":    7,
+		"qtables_flow_events_total,event=expired":    2,
+		"qtables_flow_events_total,event=early_drop": 1,
+		"qtables_flow_events_total,event=drop":       5,
+		"qtables_flow_events_total,event=invalid":    4,
+		"qtables_offloaded_flows_total":              0,
+		"qtables_enobufs_total":                      0,
+	} {
+		got, ok := after[k]
+		if !ok || got != want {
+			t.Errorf("%s = %v (present %v), want %v", k, got, ok, want)
+		}
+	}
+	if _, ok := after["qtables_packets_total,hook=INPUT,queue=9,verdict=accept"]; ok {
+		t.Error("a packet of a queue outside the range was exported")
+	}
+}
+
+// TestTrafficCountAllocs: the per-packet counting allocates nothing.
+func TestTrafficCountAllocs(t *testing.T) {
+	tr := NewTraffic(QueueRange{0, 3}, []matchers.Hook{matchers.HookInput})
+	if n := testing.AllocsPerRun(1000, func() { tr.Count(2, matchers.HookInput, true, 64) }); n != 0 {
+		t.Errorf("Count: %v allocs, want 0", n)
+	}
+	var nilT *Traffic
+	nilT.Count(0, matchers.HookInput, false, 1) // a daemon without counters
+}
+
+func BenchmarkTrafficCount(b *testing.B) {
+	tr := NewTraffic(QueueRange{0, 3}, []matchers.Hook{matchers.HookInput})
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		tr.Count(uint16(i&3), matchers.HookInput, i&1 == 0, 64)
+	}
 }
