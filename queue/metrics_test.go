@@ -2,8 +2,11 @@ package queue
 
 import (
 	"bytes"
+	"encoding/json"
 	"io"
 	"net/http"
+	"os"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -206,5 +209,50 @@ func BenchmarkTrafficCount(b *testing.B) {
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
 		tr.Count(uint16(i&3), matchers.HookInput, i&1 == 0, 64)
+	}
+}
+
+// TestDashboardNames: every metric the Grafana dashboard queries is one the
+// collector describes, so a renamed metric cannot leave a blank panel.
+func TestDashboardNames(t *testing.T) {
+	b, err := os.ReadFile("../deploy/grafana/qtables.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dash struct {
+		Panels []struct {
+			Title   string
+			Targets []struct{ Expr string }
+		}
+	}
+	if err := json.Unmarshal(b, &dash); err != nil {
+		t.Fatalf("dashboard: %v", err)
+	}
+	d := testDaemon(t, testRules, io.Discard, &bytes.Buffer{})
+	ch := make(chan *prometheus.Desc, 100)
+	NewMetrics(d).Describe(ch)
+	close(ch)
+	described := map[string]bool{}
+	fq := regexp.MustCompile(`fqName: "([a-z_]+)"`)
+	for desc := range ch {
+		if m := fq.FindStringSubmatch(desc.String()); m != nil {
+			described[m[1]] = true
+		}
+	}
+	name := regexp.MustCompile(`qtables_[a-z_]+`)
+	n := 0
+	for _, p := range dash.Panels {
+		for _, tg := range p.Targets {
+			for _, used := range name.FindAllString(tg.Expr, -1) {
+				n++
+				base := strings.TrimSuffix(used, "_bucket")
+				if !described[base] {
+					t.Errorf("panel %q queries %s, which the collector does not export", p.Title, used)
+				}
+			}
+		}
+	}
+	if n < 10 {
+		t.Errorf("only %d metric references in the dashboard", n)
 	}
 }
