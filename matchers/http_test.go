@@ -107,6 +107,8 @@ func BenchmarkParseHTTPRequest(b *testing.B) {
 		"Upgrade-Insecure-Requests: 1\r\n\r\n")
 	var r httpRequest
 	b.ReportAllocs()
+	cpu := startCPUTimer()
+	defer cpu.report(b, 0)
 	b.SetBytes(int64(len(raw)))
 	for b.Loop() {
 		if parseHTTPRequest(raw, false, &r) != parseOK {

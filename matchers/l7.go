@@ -30,6 +30,7 @@ package matchers
 // can feed each packet first through L7Feed.
 
 import (
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -121,8 +122,14 @@ type l7Table struct {
 }
 
 type l7Shard struct {
-	mu    sync.Mutex
-	index map[l7Key]int32
+	mu sync.Mutex
+	// index finds a flow's record: open addressing with linear probing,
+	// each slot the key's 32-bit hash (high half) and the record's index
+	// + 1 (low half), 0 when empty; its length is a power of two, at
+	// most half full, grown by doubling (from the stored hashes, without
+	// touching records).
+	index []uint64
+	count int
 	// chunks hold the records; a record's index never changes.
 	chunks [][]l7Flow
 	used   int32
@@ -148,6 +155,7 @@ type l7Span struct{ off, n uint16 }
 // l7Flow is one flow's record.
 type l7Flow struct {
 	key       l7Key
+	hash      uint32
 	ctCreated int64 // the connection's creation (Unix ns); 0 when unknown
 	last      int64 // the last packet's time (Unix ns)
 	prev      int32 // LRU links (index+1)
@@ -198,7 +206,6 @@ func newL7Table(cfg L7Config, needs l7Need, streams []*streamSearch) *l7Table {
 	}
 	per := int32(max(1, (cfg.MaxFlows+l7Shards-1)/l7Shards))
 	for i := range t.shards {
-		t.shards[i].index = map[l7Key]int32{}
 		t.shards[i].max = per
 	}
 	return t
@@ -220,12 +227,13 @@ func l7KeyOf(v *packet.View) (k l7Key, dir int) {
 }
 
 func compareEndpoint(a [16]byte, pa uint16, b [16]byte, pb uint16) int {
-	for i := range a {
-		if a[i] != b[i] {
-			return int(a[i]) - int(b[i])
-		}
+	if x, y := binary.BigEndian.Uint64(a[:8]), binary.BigEndian.Uint64(b[:8]); x != y {
+		return cmp.Compare(x, y)
 	}
-	return int(pa) - int(pb)
+	if x, y := binary.BigEndian.Uint64(a[8:]), binary.BigEndian.Uint64(b[8:]); x != y {
+		return cmp.Compare(x, y)
+	}
+	return cmp.Compare(pa, pb)
 }
 
 // acquire feeds the TCP packet of c to its flow and returns the flow with
@@ -238,14 +246,16 @@ func (t *l7Table) acquire(c *Context) (*l7Shard, *l7Flow) {
 		return nil, nil
 	}
 	k, dir := l7KeyOf(v)
-	sh := &t.shards[maphash.Comparable(t.seed, k)%l7Shards]
+	h64 := maphash.Comparable(t.seed, k)
+	h := uint32(h64) ^ uint32(h64>>32)
+	sh := &t.shards[h64>>60%l7Shards]
 	sh.mu.Lock()
 	now := c.Now.UnixNano()
 	var ct int64
 	if _, _, e := c.CtState(); e != nil {
 		ct = e.Created().UnixNano()
 	}
-	idx, ok := sh.index[k]
+	idx, ok := sh.find(k, h)
 	var f *l7Flow
 	if ok {
 		f = sh.flow(idx)
@@ -257,7 +267,7 @@ func (t *l7Table) acquire(c *Context) (*l7Shard, *l7Flow) {
 		}
 		sh.touch(idx)
 	} else {
-		idx, f = t.newFlow(sh, k)
+		idx, f = t.newFlow(sh, k, h)
 	}
 	f.last = now
 	if ct != 0 {
@@ -305,7 +315,7 @@ func (sh *l7Shard) pushFront(idx int32) {
 
 // newFlow returns a fresh record for k at the head of the LRU list,
 // recycling the least recently seen one when the shard is full.
-func (t *l7Table) newFlow(sh *l7Shard, k l7Key) (int32, *l7Flow) {
+func (t *l7Table) newFlow(sh *l7Shard, k l7Key, h uint32) (int32, *l7Flow) {
 	var idx int32
 	switch {
 	case sh.used < sh.max:
@@ -322,15 +332,88 @@ func (t *l7Table) newFlow(sh *l7Shard, k l7Key) (int32, *l7Flow) {
 	default:
 		idx = sh.tail - 1
 		sh.unlink(idx)
-		delete(sh.index, sh.flow(idx).key)
+		sh.remove(sh.flow(idx).hash, idx)
 		sh.evicted++
 	}
 	f := sh.flow(idx)
 	t.resetFlow(sh, f)
-	f.key = k
-	sh.index[k] = idx
+	f.key, f.hash = k, h
+	sh.insert(h, idx)
 	sh.pushFront(idx)
 	return idx, f
+}
+
+// find returns the record of key k, whose hash is h.
+func (sh *l7Shard) find(k l7Key, h uint32) (int32, bool) {
+	if sh.count == 0 {
+		return 0, false
+	}
+	mask := uint32(len(sh.index) - 1)
+	for i := h & mask; ; i = (i + 1) & mask {
+		e := sh.index[i]
+		if e == 0 {
+			return 0, false
+		}
+		if uint32(e>>32) == h {
+			if idx := int32(uint32(e)) - 1; sh.flow(idx).key == k {
+				return idx, true
+			}
+		}
+	}
+}
+
+// insert adds record idx with hash h, growing the index when it would
+// be more than half full.
+func (sh *l7Shard) insert(h uint32, idx int32) {
+	if 2*(sh.count+1) > len(sh.index) {
+		old := sh.index
+		sh.index = make([]uint64, max(16, 2*len(old)))
+		sh.count = 0
+		for _, e := range old {
+			if e != 0 {
+				sh.place(e)
+			}
+		}
+	}
+	sh.place(uint64(h)<<32 | uint64(uint32(idx+1)))
+}
+
+func (sh *l7Shard) place(e uint64) {
+	mask := uint32(len(sh.index) - 1)
+	i := uint32(e>>32) & mask
+	for sh.index[i] != 0 {
+		i = (i + 1) & mask
+	}
+	sh.index[i] = e
+	sh.count++
+}
+
+// remove deletes record idx (hash h) from the index, shifting back the
+// entries after it so that no probe sequence breaks (no tombstones).
+func (sh *l7Shard) remove(h uint32, idx int32) {
+	mask := uint32(len(sh.index) - 1)
+	want := uint64(h)<<32 | uint64(uint32(idx+1))
+	i := h & mask
+	for sh.index[i] != want {
+		if sh.index[i] == 0 {
+			return // not indexed (cannot happen)
+		}
+		i = (i + 1) & mask
+	}
+	for j := (i + 1) & mask; ; j = (j + 1) & mask {
+		e := sh.index[j]
+		if e == 0 {
+			break
+		}
+		// e may move to the hole at i if its home is not in (i, j].
+		home := uint32(e>>32) & mask
+		if (j-home)&mask >= (j-i)&mask {
+			sh.index[i] = e
+			i = j
+		}
+	}
+	sh.index[i] = 0
+	sh.count--
 }
 
 // resetFlow forgets what f learnt, keeping its storage.
@@ -527,7 +610,7 @@ func (t *l7Table) stats() L7Stats {
 	for i := range t.shards {
 		sh := &t.shards[i]
 		sh.mu.Lock()
-		s.Flows += len(sh.index)
+		s.Flows += sh.count
 		s.Evicted += sh.evicted
 		sh.mu.Unlock()
 	}

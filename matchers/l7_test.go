@@ -3,6 +3,8 @@ package matchers
 import (
 	"crypto/tls"
 	"encoding/binary"
+	"fmt"
+	"math/rand/v2"
 	"strings"
 	"testing"
 	"time"
@@ -506,44 +508,53 @@ func BenchmarkL7(b *testing.B) {
 		m.Match(ctx)
 		ctx.Pkt = c.seg(true, packet.TCPAck, []byte("app data"))
 		b.ReportAllocs()
+		cpu := startCPUTimer()
+		defer cpu.report(b, 0)
 		for b.Loop() {
 			m.Match(ctx)
 		}
 	})
 	// A whole flow's inspection: a handshake, the hello in two segments,
-	// the server's first segment. Two generations of 4096 connections on
-	// the same ports with different initial sequence numbers alternate,
-	// so every SYN opens a new connection over a recycled record and every
-	// hello is reassembled and parsed again.
-	b.Run("per-flow", func(b *testing.B) {
-		c := newL7Conn(b, 1)
-		var flows [][]*packet.View
-		for gen := uint32(0); gen < 2; gen++ {
-			for i := 0; i < 4096; i++ {
-				c.cport = uint16(1024 + i)
-				c.cseq, c.sseq = uint32(i)*7919+gen*1e6, uint32(i)*104729
-				flows = append(flows, append(c.handshake(),
-					c.seg(true, packet.TCPAck, hello[:300]),
-					c.seg(true, packet.TCPAck, hello[300:]),
-					c.seg(false, packet.TCPAck, []byte("\x16\x03\x03\x00\x04\x02\x00\x00\x00"))))
-			}
-		}
-		ctx := ctxFor(nil)
-		b.ReportAllocs()
-		i, matched := 0, 0
-		for b.Loop() {
-			for _, v := range flows[i%len(flows)] {
-				ctx.Pkt = v
-				if m.Match(ctx) {
-					matched++
+	// the server's first segment. Two generations of connections on the
+	// same ports with different initial sequence numbers alternate, so
+	// every SYN opens a new connection over a recycled record and every
+	// hello is reassembled and parsed again. With 256 connections the
+	// packets stay in the cache, as a packet just received is; with 4,096
+	// (6 MB of packets) every packet is a cache miss.
+	for _, nflows := range []int{256, 4096} {
+		b.Run(fmt.Sprintf("per-flow-%d", nflows), func(b *testing.B) {
+			c := newL7Conn(b, 1)
+			var flows [][]*packet.View
+			for gen := uint32(0); gen < 2; gen++ {
+				for i := 0; i < nflows; i++ {
+					c.cport = uint16(1024 + i)
+					c.cseq, c.sseq = uint32(i)*7919+gen*1e6, uint32(i)*104729
+					flows = append(flows, append(c.handshake(),
+						c.seg(true, packet.TCPAck, hello[:300]),
+						c.seg(true, packet.TCPAck, hello[300:]),
+						c.seg(false, packet.TCPAck, []byte("\x16\x03\x03\x00\x04\x02\x00\x00\x00"))))
 				}
 			}
-			i++
-		}
-		if matched != 2*i {
-			b.Fatalf("%d packets matched over %d flows, want 2 per flow", matched, i)
-		}
-	})
+			m := mustBuild(b, "tls", ruleTCP, "--sni *.example.com --alpn h2") // a fresh table
+			ctx := ctxFor(nil)
+			b.ReportAllocs()
+			cpu := startCPUTimer()
+			defer cpu.report(b, 0)
+			i, matched := 0, 0
+			for b.Loop() {
+				for _, v := range flows[i%len(flows)] {
+					ctx.Pkt = v
+					if m.Match(ctx) {
+						matched++
+					}
+				}
+				i++
+			}
+			if matched != 2*i {
+				b.Fatalf("%d packets matched over %d flows, want 2 per flow", matched, i)
+			}
+		})
+	}
 }
 
 // TestL7Concurrent: workers judging different flows through one match
@@ -588,6 +599,48 @@ func TestL7Concurrent(t *testing.T) {
 	for range work {
 		if got := <-errs; got != "" {
 			t.Errorf("a worker saw %s, want 000011", got)
+		}
+	}
+}
+
+// TestL7Index: the shard's open-addressing index agrees with a map
+// through random inserts and removals (colliding hashes included).
+func TestL7Index(t *testing.T) {
+	r := rand.New(rand.NewPCG(11, 12))
+	var sh l7Shard
+	sh.max = 1 << 12
+	want := map[int32]uint32{} // record index -> hash
+	keyOf := func(idx int32) l7Key { return l7Key{pa: uint16(idx), pb: uint16(idx >> 16), proto: 6} }
+	for step := 0; step < 200000; step++ {
+		if len(want) > 0 && (r.IntN(2) == 0 || len(want) >= 3000) {
+			for idx, h := range want { // remove a random one
+				sh.remove(h, idx)
+				delete(want, idx)
+				break
+			}
+		} else {
+			idx := int32(r.IntN(1 << 20))
+			if _, dup := want[idx]; dup {
+				continue
+			}
+			h := r.Uint32() & 0xff0000ff // few distinct homes: long runs
+			for int(idx>>l7ChunkBits) >= len(sh.chunks) {
+				sh.chunks = append(sh.chunks, make([]l7Flow, 1<<l7ChunkBits))
+			}
+			f := sh.flow(idx)
+			f.key, f.hash = keyOf(idx), h
+			sh.insert(h, idx)
+			want[idx] = h
+		}
+		if step%1000 == 0 {
+			if sh.count != len(want) {
+				t.Fatalf("step %d: count %d, want %d", step, sh.count, len(want))
+			}
+			for idx, h := range want {
+				if got, ok := sh.find(keyOf(idx), h); !ok || got != idx {
+					t.Fatalf("step %d: record %d not found (%d %v)", step, idx, got, ok)
+				}
+			}
 		}
 	}
 }

@@ -270,7 +270,9 @@ func (t cpuTimer) report(b *testing.B, bytes int) {
 	if b.N > 0 && d > 0 {
 		ns := float64(d.Nanoseconds()) / float64(b.N)
 		b.ReportMetric(ns, "cpu-ns/op")
-		b.ReportMetric(float64(bytes)/ns*1e3, "cpu-MB/s")
+		if bytes > 0 {
+			b.ReportMetric(float64(bytes)/ns*1e3, "cpu-MB/s")
+		}
 	}
 }
 

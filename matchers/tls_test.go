@@ -296,6 +296,8 @@ func BenchmarkParseClientHello(b *testing.B) {
 	scratch := make([]byte, 4096)
 	var h tlsHello
 	b.ReportAllocs()
+	cpu := startCPUTimer()
+	defer cpu.report(b, 0)
 	b.SetBytes(int64(len(raw)))
 	for b.Loop() {
 		if parseClientHello(raw, scratch, &h) != parseOK {
