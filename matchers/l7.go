@@ -23,11 +23,19 @@ package matchers
 //
 // Every packet that reaches one of the matches feeds the table, and
 // feeding is idempotent (the same segment twice adds nothing), so two
-// matches of one rule set may both see a packet. A packet that never
-// reaches any of them (accepted by an earlier rule) is not seen: the
-// matches read what the rules let them read, as every iptables match
-// does. A caller that wants every flow classified whatever the rules do
-// can feed each packet first through L7Feed.
+// matches of one rule set may both see a packet, and a verifier may
+// evaluate it twice. A packet that never reaches any of them (accepted by
+// an earlier rule, say "-m state --state ESTABLISHED -j ACCEPT" before
+// the tls rule) is not seen: the matches read what the rules let them
+// read, as every iptables match does, so a rule set puts its L7 rules
+// where the flows' first data packets reach them.
+//
+// Limits: a flow pushed out of a full table (L7Config.MaxFlows, least
+// recently seen first) or idle longer than L7Config.Idle without a
+// conntrack entry to vouch for it is forgotten, and its later packets,
+// read mid-stream, see no values: they fail the matches. A DNS-over-TCP
+// direction keeps its buffer until its depth is read, since more queries
+// may follow.
 
 import (
 	"cmp"
@@ -599,14 +607,14 @@ func (f *l7Flow) nextQuestion(off int) (q l7Question, next int, ok bool) {
 	return q, off + 3 + n, true
 }
 
-// L7Stats are a flow table's counters.
-type L7Stats struct {
+// l7Stats are a flow table's counters.
+type l7Stats struct {
 	Flows   int    // records in use
 	Evicted uint64 // records recycled while still in use (table full)
 }
 
-func (t *l7Table) stats() L7Stats {
-	var s L7Stats
+func (t *l7Table) stats() l7Stats {
+	var s l7Stats
 	for i := range t.shards {
 		sh := &t.shards[i]
 		sh.mu.Lock()
