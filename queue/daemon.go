@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sys/unix"
 
+	"github.com/qtables/qtables/conntrack"
 	"github.com/qtables/qtables/engine"
 	"github.com/qtables/qtables/matchers"
 )
@@ -78,6 +79,16 @@ type Config struct {
 	// MetricsAddr, when set, serves Prometheus metrics at /metrics on this
 	// address (in the daemon's network namespace).
 	MetricsAddr string
+	// NoConntrack turns the flow table off: packets are not tracked and
+	// the stateful matches (state, conntrack, connmark, connlimit,
+	// connbytes) see INVALID.
+	NoConntrack bool
+	// CtMax is the flow table's size, nf_conntrack_max (default
+	// conntrack.DefaultMaxEntries); the timeouts are the kernel's defaults.
+	CtMax int
+	// CtFollowKernel expires a flow in qtables' table when the kernel's
+	// conntrack destroys it (destroy events over ctnetlink).
+	CtFollowKernel bool
 	// Logger receives the daemon's own messages (default slog.Default()).
 	Logger *slog.Logger
 	// IPTables installs the hooks (default: the iptables binary).
@@ -173,6 +184,8 @@ type Daemon struct {
 	cnt    counters
 	sink   *LogSink
 	ifaces *ifaceCache
+	// ct is the flow table shared by every worker (nil with NoConntrack).
+	ct *conntrack.Table
 
 	workers []chan job
 	// bufs recycles the packet copies of pool mode.
@@ -212,6 +225,9 @@ func New(cfg Config) (*Daemon, error) {
 		}
 	}
 	d := &Daemon{cfg: cfg, log: cfg.Logger, ifaces: newIfaceCache(), latency: newLatencyHistogram()}
+	if !cfg.NoConntrack {
+		d.ct = conntrack.New(conntrack.Config{MaxEntries: cfg.CtMax})
+	}
 	d.rules.Store(r)
 	d.rej.Store(newRejecter(-1))
 	return d, nil
@@ -310,6 +326,7 @@ func CarryCounters(from, to *engine.Ruleset) int {
 func (d *Daemon) Stats() Stats {
 	s := d.cnt.snapshot()
 	s.RejectReplies = d.rej.Load().snapshot()
+	s.Conntrack = d.ctStats()
 	if d.sink != nil {
 		s.LogWritten, s.LogDropped = d.sink.Written(), d.sink.Dropped()
 	}
@@ -464,6 +481,12 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 	}
 
 	d.sink = NewLogSink(d.cfg.LogWriter, d.cfg.LogRate, d.cfg.LogBurst)
+	// The flow table's sweeper and the kernel's destroy events live as
+	// long as the run; the watcher starts before the hooks so that it sees
+	// the end of every connection they let in.
+	ctCtx, stopCt := context.WithCancel(ctx)
+	defer stopCt()
+	d.startConntrack(ctCtx)
 	var workWG, readWG sync.WaitGroup
 	nq := d.cfg.Hooks.Queues.Len()
 	d.workers = make([]chan job, d.cfg.Workers)
@@ -841,7 +864,11 @@ type worker struct {
 }
 
 func (d *Daemon) newWorker() *worker {
-	return &worker{j: NewJudge(d.cfg.defaultVerdict()), ft: d.newFlowTable()}
+	j := NewJudge(d.cfg.defaultVerdict())
+	if d.ct != nil {
+		j.SetConntrack(d.ct, d.cfg.Hooks.Hooks)
+	}
+	return &worker{j: j, ft: d.newFlowTable()}
 }
 
 // work judges the packets its channel brings, sending the verdicts
@@ -960,6 +987,7 @@ func (d *Daemon) judge(j *Judge, jb *job) (out Outcome) {
 				"panic", p, "hook", matchers.Hook(jb.hook).String(), "verdict", d.cfg.defaultVerdict().String(),
 				"stack", string(debug.Stack()))
 			out = Outcome{Verdict: d.cfg.defaultVerdict(), Mark: jb.mark, Panicked: true}
+			j.abandon()
 		}
 	}()
 	m := Meta{Hook: matchers.Hook(jb.hook), Mark: jb.mark, Now: time.Now()}
@@ -982,6 +1010,9 @@ func (d *Daemon) judge(j *Judge, jb *job) (out Outcome) {
 		return Outcome{Verdict: matchers.Accept, Mark: jb.mark, NoChain: true}
 	}
 	out = j.Judge(r, jb.data, &m)
+	if out.CtDrop {
+		d.cnt.ctDrops.Add(1)
+	}
 	switch {
 	case out.Undecodable:
 		d.cnt.undecodable.Add(1)

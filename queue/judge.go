@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/qtables/qtables/conntrack"
 	"github.com/qtables/qtables/engine"
 	"github.com/qtables/qtables/matchers"
 	"github.com/qtables/qtables/packet"
@@ -103,6 +104,11 @@ type Outcome struct {
 	// Unsupported is set when the rules returned a verdict other than
 	// ACCEPT or DROP (QUEUE, STOLEN), replaced by the default verdict.
 	Unsupported bool
+	// CtDrop is set when connection tracking dropped the packet: the
+	// table was full (before the rules) or a concurrent first packet of
+	// the same connection was confirmed first (after them), as the
+	// kernel's conntrack drops it.
+	CtDrop bool
 	// Panicked is set by the daemon when judging panicked and the
 	// default verdict was given; NoChain when no table of the rules has a
 	// chain at the packet's hook (ACCEPT, nothing evaluated).
@@ -118,6 +124,13 @@ type Judge struct {
 	view packet.View
 	ctx  matchers.Context
 	link [14]byte
+	// ct is the flow table packets are tracked in (nil: untracked; the
+	// stateful matches then see INVALID); res is the packet's tracking
+	// result, reused from packet to packet. trackAt says at which hooks a
+	// packet is tracked.
+	ct      *conntrack.Table
+	res     conntrack.Result
+	trackAt [matchers.HookPostrouting + 1]bool
 	// Default is the verdict for packets the rules cannot judge.
 	Default matchers.Verdict
 }
@@ -130,6 +143,43 @@ func NewJudge(def matchers.Verdict) *Judge {
 		panic("queue: raw decoder: " + err.Error()) // LinkTypeRaw is always supported
 	}
 	return &Judge{dec: dec, Default: def}
+}
+
+// SetConntrack makes the Judge track every packet it judges at one of
+// hooks in t, the way the kernel's conntrack does: Track before the rules,
+// Confirm when the verdict is ACCEPT, Discard when it is DROP (the order
+// of engine.Offline). t may be shared by any number of Judges.
+//
+// The kernel tracks a packet once, at PREROUTING or OUTPUT, and confirms
+// it after the last hook. hooks are the hooks the daemon judges at; a
+// packet is tracked at the first of them on its path (PREROUTING, else
+// INPUT or FORWARD; OUTPUT, else POSTROUTING), and a packet judged again
+// at a later hook is not tracked twice: the rules there see no
+// connection (INVALID).
+func (j *Judge) SetConntrack(t *conntrack.Table, hooks []matchers.Hook) {
+	j.ct = t
+	j.trackAt = [matchers.HookPostrouting + 1]bool{}
+	has := func(h matchers.Hook) bool {
+		for _, x := range hooks {
+			if x == h {
+				return true
+			}
+		}
+		return false
+	}
+	j.trackAt[matchers.HookPrerouting] = true
+	j.trackAt[matchers.HookOutput] = true
+	j.trackAt[matchers.HookInput] = !has(matchers.HookPrerouting)
+	j.trackAt[matchers.HookForward] = !has(matchers.HookPrerouting)
+	j.trackAt[matchers.HookPostrouting] = !has(matchers.HookOutput)
+}
+
+// abandon forgets the connection a packet whose judging panicked created:
+// the packet gets the default verdict without a confirm.
+func (j *Judge) abandon() {
+	if j.ct != nil {
+		j.res.Discard()
+	}
 }
 
 // Events returns the events (LOG lines, REJECTs) of the last packet judged;
@@ -153,6 +203,16 @@ func (j *Judge) Judge(r *Rules, data []byte, m *Meta) Outcome {
 	c.In, c.Out = m.In, m.Out
 	c.Mark, c.CtMark, c.HasCt = m.Mark, m.CtMark, m.HasCt
 	c.Now = m.Now
+	tracked := j.ct != nil && j.trackAt[m.Hook]
+	if tracked {
+		j.ct.TrackInto(&j.res, v, m.Now)
+		if j.res.Drop {
+			// The table is full and nothing could be evicted: the kernel
+			// drops the packet before any rule sees it.
+			return Outcome{Verdict: matchers.Drop, Mark: m.Mark, CtDrop: true}
+		}
+		c.SetConntrack(j.ct, &j.res)
+	}
 	out := Outcome{Verdict: matchers.Accept}
 	for _, tp := range r.byHook[m.Hook] {
 		c.Table = tp.Name
@@ -170,6 +230,15 @@ func (j *Judge) Judge(r *Rules, data []byte, m *Meta) Outcome {
 		out.Verdict = matchers.Drop
 	default:
 		out.Verdict, out.Unsupported = j.Default, true
+	}
+	if tracked {
+		if out.Verdict == matchers.Accept {
+			if !j.res.Confirm(m.Now) {
+				out.Verdict, out.CtDrop = matchers.Drop, true
+			}
+		} else {
+			j.res.Discard()
+		}
 	}
 	out.Mark, out.MarkChanged = c.Mark, c.Mark != m.Mark
 	return out

@@ -27,6 +27,8 @@ type counters struct {
 	enobufs     atomic.Uint64
 	readErrs    atomic.Uint64
 	offloaded   atomic.Uint64
+	ctDrops     atomic.Uint64
+	ctExpired   atomic.Uint64
 	reloads     atomic.Uint64
 	// verdictDgrams and verdictMsgs count the datagrams of verdicts sent
 	// and the verdict messages in them.
@@ -85,6 +87,13 @@ type Stats struct {
 	// (their later packets are never queued; the hook chain's connmark
 	// rule counts them).
 	Offloaded uint64 `json:"offloaded_flows"`
+	// CtDrops counts packets connection tracking dropped (table full, or
+	// a lost race of two first packets); CtKernelExpired the flows
+	// expired because the kernel's table destroyed them.
+	CtDrops         uint64 `json:"ct_drops"`
+	CtKernelExpired uint64 `json:"ct_kernel_expired"`
+	// Conntrack is the flow table's size and counters.
+	Conntrack *CtStats `json:"conntrack,omitempty"`
 	// Reloads and ReloadFailures count rule reloads.
 	Reloads        uint64 `json:"reloads"`
 	ReloadFailures uint64 `json:"reload_failures"`
@@ -99,7 +108,7 @@ func (c *counters) snapshot() Stats {
 		Marked: c.marked.Load(), Undecodable: c.undecodable.Load(), Unsupported: c.unsupported.Load(),
 		NoChain: c.noChain.Load(), Panics: c.panics.Load(), RejectEvents: c.rejects.Load(),
 		LogEvents: c.logEvents.Load(), VerdictErrors: c.verdictErrs.Load(), ENOBUFS: c.enobufs.Load(),
-		ReadErrors: c.readErrs.Load(), VerdictDatagrams: c.verdictDgrams.Load(), VerdictMessages: c.verdictMsgs.Load(), Offloaded: c.offloaded.Load(), Reloads: c.reloads.Load(), ReloadFailures: c.reloadFails.Load(),
+		ReadErrors: c.readErrs.Load(), VerdictDatagrams: c.verdictDgrams.Load(), VerdictMessages: c.verdictMsgs.Load(), Offloaded: c.offloaded.Load(), CtDrops: c.ctDrops.Load(), CtKernelExpired: c.ctExpired.Load(), Reloads: c.reloads.Load(), ReloadFailures: c.reloadFails.Load(),
 	}
 }
 

@@ -76,6 +76,9 @@ func newRunCmd() *cobra.Command {
 		debug        bool
 		offloadAfter int
 		metricsAddr  string
+		noCt         bool
+		ctMax        int
+		ctFollow     bool
 	)
 	c := &cobra.Command{
 		Use:   "run --rules RULES --hook HOOK [--hook HOOK ...] [--queues N-M]",
@@ -132,7 +135,15 @@ kernel's per-queue counters from /proc/net/netfilter/nfnetlink_queue
 Metrics: Prometheus at --metrics-addr (loopback by default): packets
 received, verdicts by verdict, marks, panics, offloaded flows, LOG lines
 written and dropped, ENOBUFS, kernel queue drops per queue, a verdict
-latency histogram, and every rule's packet and byte counters.`,
+latency histogram, and every rule's packet and byte counters.
+
+Flow state: every queued packet is tracked in qtables' own connection table
+(--ct-max entries, the kernel's timeouts), in the kernel's order: tracked
+before the rules at the first hooked hook on its path, confirmed when
+accepted, forgotten when dropped, so -m state, -m conntrack, connmark,
+connlimit, connbytes and CONNMARK work on live traffic. With
+--ct-follow-kernel (the default) a flow the kernel's conntrack destroys is
+expired in qtables' table too. qtables ct list prints the table.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			hooks, err := hf.config()
@@ -161,7 +172,7 @@ latency histogram, and every rule's packet and byte counters.`,
 				RulesPath: rules, Hooks: hooks, Workers: workers, QueueLen: queueLen, SockBuf: sockBuf,
 				FailOpen: failOpen, DefaultDrop: defDrop, LogWriter: logW, LogRate: logRate, LogBurst: logBurst,
 				CountersFile: countersFile, StatsFile: statsFile, Logger: logger, OffloadAfter: offloadAfter,
-				MetricsAddr: metricsAddr,
+				MetricsAddr: metricsAddr, NoConntrack: noCt, CtMax: ctMax, CtFollowKernel: ctFollow,
 			})
 			if err != nil {
 				return err
@@ -216,6 +227,9 @@ latency histogram, and every rule's packet and byte counters.`,
 	fl.StringVar(&statsFile, "stats-file", "", "write the daemon's statistics (JSON) here on exit and on SIGUSR1")
 	fl.IntVar(&offloadAfter, "offload-after", 4, "with --offload-mask: hand a flow to the kernel after this many accepted packets (at least one each way, none marked or logged by the rules)")
 	fl.StringVar(&metricsAddr, "metrics-addr", "127.0.0.1:9617", "serve Prometheus metrics at http://ADDR/metrics in the daemon's namespace (empty: off)")
+	fl.BoolVar(&noCt, "no-conntrack", false, "do not track flows: the stateful matches (state, conntrack, connmark, connlimit, connbytes) then see INVALID")
+	fl.IntVar(&ctMax, "ct-max", 262144, "size of qtables' flow table (nf_conntrack_max); beyond it unassured flows are evicted, then new ones dropped")
+	fl.BoolVar(&ctFollow, "ct-follow-kernel", true, "expire a flow when the kernel's conntrack destroys it (ctnetlink destroy events)")
 	fl.BoolVar(&debug, "debug", false, "log debug messages")
 	_ = c.MarkFlagRequired("rules")
 	_ = c.MarkFlagRequired("hook")
