@@ -84,7 +84,27 @@ func Parse(name string, r io.Reader) (*Ruleset, error) {
 	if cur != nil {
 		return nil, &Error{Pos: Pos{name, lineNo + 1, 1}, Msg: fmt.Sprintf("COMMIT expected: table %q opened at line %d is not committed", cur.Name, curPos.Line)}
 	}
+	rs.Link()
 	return rs, nil
+}
+
+// Link lets the match instances of rs share work (matchers.Link): one
+// automaton scans a packet for all string patterns, one flow table serves
+// the application-layer matches. Parse calls it; a Ruleset built another
+// way may call it once, before any Program compiled from it evaluates a
+// packet. Unlinked matches give the same answers, each working alone.
+func (rs *Ruleset) Link() {
+	var ms []matchers.Match
+	for _, t := range rs.Tables {
+		for _, c := range t.Chains {
+			for _, r := range c.Rules {
+				for _, m := range r.Matches {
+					ms = append(ms, m.Match)
+				}
+			}
+		}
+	}
+	matchers.Link(ms, matchers.L7Config{})
 }
 
 func firstWord(s string) string {

@@ -177,12 +177,16 @@ type Context struct {
 	Events []Event
 	// scratch backs Event.Text.
 	scratch []byte
+	// strings caches the packet's scan by the rule set's string automaton
+	// (multipattern.go), shared by all string matches of one traversal.
+	strings stringScans
 }
 
 // Reset prepares c for the next packet, keeping its buffers.
 func (c *Context) Reset() {
-	ev, sc := c.Events[:0], c.scratch[:0]
-	*c = Context{Events: ev, scratch: sc}
+	ev, sc, ss := c.Events[:0], c.scratch[:0], c.strings
+	ss.reset()
+	*c = Context{Events: ev, scratch: sc, strings: ss}
 }
 
 // SetConntrack attaches the tracking result r (from table t) to the
