@@ -77,11 +77,11 @@ type FlowStats interface {
 }
 
 // trafficSource and flowSource are how the collector finds the daemon's
-// traffic counters and connection table, if it has them: through methods
-// rather than fields, so the collector does not depend on how the daemon
-// stores them.
+// traffic counters (Traffic) and connection table (Conntrack, nil with
+// --no-conntrack), if it has them: through methods rather than fields, so
+// the collector does not depend on how the daemon stores them.
 type trafficSource interface{ Traffic() *Traffic }
-type flowSource interface{ ConntrackTable() *conntrack.Table }
+type flowSource interface{ Conntrack() *conntrack.Table }
 
 // newLatencyHistogram measures the time from a packet's arrival in a
 // reader to its verdict: 5 µs to about 80 ms in factors of two.
@@ -135,12 +135,13 @@ type Metrics struct {
 	kWaiting, kDropped                               *prometheus.Desc
 	rulePackets, ruleBytes                           *prometheus.Desc
 	packets, bytes                                   *prometheus.Desc
-	flowEntries, flowEvents                          *prometheus.Desc
+	flowEntries, flowMax, flowEvents                 *prometheus.Desc
 
 	// traffic and flows are the daemon's traffic counters and connection
 	// table, when it has them.
-	traffic *Traffic
-	flows   FlowStats
+	traffic   *Traffic
+	flows     FlowStats
+	flowLimit int
 }
 
 // registry returns a registry holding m.
@@ -181,6 +182,7 @@ func NewMetrics(d *Daemon) *Metrics {
 		packets:     desc("packets_total", "Packets given a verdict, by queue, hook and verdict (drop includes REJECT).", "queue", "hook", "verdict"),
 		bytes:       desc("bytes_total", "Bytes of the packets given a verdict, by queue, hook and verdict.", "queue", "hook", "verdict"),
 		flowEntries: desc("flows", "Entries in the connection tracking table."),
+		flowMax:     desc("flows_max", "The connection tracking table's size (--ct-max)."),
 		flowEvents: desc("flow_events_total",
 			"Connection tracking events: created (confirmed), expired (removed by the timeout sweep), early_drop (unassured entries evicted for room), drop (packets dropped: table full or a lost clash), deleted, invalid.", "event"),
 	}
@@ -188,8 +190,12 @@ func NewMetrics(d *Daemon) *Metrics {
 		m.traffic = s.Traffic()
 	}
 	if s, ok := any(d).(flowSource); ok {
-		if t := s.ConntrackTable(); t != nil {
+		if t := s.Conntrack(); t != nil {
 			m.flows = t
+			m.flowLimit = d.cfg.CtMax
+			if m.flowLimit == 0 {
+				m.flowLimit = conntrack.DefaultMaxEntries
+			}
 		}
 	}
 	return m
@@ -199,7 +205,7 @@ func NewMetrics(d *Daemon) *Metrics {
 func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{m.received, m.verdicts, m.marked, m.undecodable, m.panics, m.offloaded,
 		m.rejects, m.rejectReplies, m.logEvents, m.logLines, m.enobufs, m.verdictErrs, m.readErrs, m.reloads, m.kWaiting, m.kDropped,
-		m.rulePackets, m.ruleBytes, m.packets, m.bytes, m.flowEntries, m.flowEvents} {
+		m.rulePackets, m.ruleBytes, m.packets, m.bytes, m.flowEntries, m.flowMax, m.flowEvents} {
 		ch <- d
 	}
 	m.d.latency.Describe(ch)
@@ -241,6 +247,9 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	if m.flows != nil {
 		fs := m.flows.Stats()
 		ch <- prometheus.MustNewConstMetric(m.flowEntries, prometheus.GaugeValue, float64(fs.Entries))
+		if m.flowLimit > 0 {
+			ch <- prometheus.MustNewConstMetric(m.flowMax, prometheus.GaugeValue, float64(m.flowLimit))
+		}
 		counter(m.flowEvents, fs.Inserted, "created")
 		counter(m.flowEvents, fs.Expired, "expired")
 		counter(m.flowEvents, fs.EarlyDrop, "early_drop")

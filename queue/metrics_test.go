@@ -69,6 +69,12 @@ func TestMetrics(t *testing.T) {
 		{"qtables_rule_packets_total", map[string]string{"table": "mangle", "chain": "FORWARD", "rule": "1"}, 1},
 		{"qtables_rule_packets_total", map[string]string{"table": "filter", "chain": "FORWARD", "rule": "0"}, 0},
 		{"qtables_verdict_latency_seconds", nil, 4}, // sample count
+		// The daemon's own flow table: the two accepted packets' flows
+		// were confirmed, the two dropped ones discarded.
+		{"qtables_flows", nil, 2},
+		{"qtables_flows_max", nil, float64(conntrack.DefaultMaxEntries)},
+		{"qtables_flow_events_total", map[string]string{"event": "created"}, 2},
+		{"qtables_flow_events_total", map[string]string{"event": "expired"}, 0},
 	}
 	for _, c := range checks {
 		if got := get(c.name, c.labels); got != c.want {
