@@ -17,6 +17,11 @@
 //		r.Discard()
 //	}
 //
+// A worker that receives packets in batches (an NFQUEUE read) calls
+// TrackBatch instead, then Confirm or Discard per result: the same
+// decisions, packet by packet in order, several times faster on a large
+// table (see Cost below).
+//
 // This mirrors the kernel's order. An existing connection's state (TCP
 // state, counters, timeout, SEEN_REPLY) changes inside Track, before any
 // rule sees the packet. A packet that starts a connection gets a new
@@ -52,21 +57,31 @@
 // by backward shifting (no tombstones, so lookups never degrade with
 // churn). A lookup compares the stored hash first and touches an entry
 // only on a hash match; it matches a packet's tuple against the entry's
-// original and reply tuples, which yields the packet's direction. The index
-// is sized up front for the shard's share of MaxEntries (up to 1M entries
-// in total) so that a table filling to its limit does not rehash on the
-// packet path; beyond that it doubles, rehashing from the stored hashes
-// without touching entries.
+// original tuple and that tuple's inverse, which yields the packet's
+// direction. The index is sized up front for the shard's share of
+// MaxEntries (up to 1M entries in total) so that a table filling to its
+// limit does not rehash on the packet path; beyond that it doubles,
+// rehashing from the stored hashes without touching entries. Slots are
+// written with atomic stores and the current array is published through
+// an atomic pointer, so that TrackBatch's prefetch stage may read them
+// without the lock (it only acts on them as hints).
 //
-// Entries live in per-shard slabs of 141-entry chunks (32 KiB) that never
-// move, and
+// Entries live in per-shard slabs of 32 KiB chunks that never move, and
 // freed entries go to a per-shard free list: in steady state (churn
-// included) no packet allocates. An Entry is 232 bytes and holds no
-// pointers (addresses are 16-byte arrays, IPv4 in the IPv4-mapped form,
-// so IPv6 needs no layout change), so the garbage collector never scans
-// the slabs. With the index at 3/8 to 3/4 occupancy a flow costs 232 +
-// 10.7..21.3 bytes, at most 253.3 bytes (TestEntrySize checks the budget;
-// BenchmarkMemoryPerFlow measures the heap per flow at 1M flows).
+// included) no packet allocates. A connection is stored in three parts:
+// a 128-byte flow (tuple, times, counters, status, mark, labels), kept
+// 128-byte aligned so that it is one aligned pair of cache lines, which
+// the CPU fetches together; for TCP a 64-byte slot with the window
+// tracker's state, next to its flow in the same 384-byte group of two;
+// and an 8-byte L7 slot, read only for connections that set it. The reply
+// tuple is not stored: without NAT it is always the original's inverse.
+// A chunk holds 162 connections (32400 bytes, which the allocator's
+// 32 KiB size class holds with 1% slack), 200 bytes each. None of it holds
+// pointers, so the garbage collector never scans the slabs. With the
+// index at 3/8 to 3/4 occupancy a flow costs 200 + 10.7..21.3 bytes, at
+// most 221.3 bytes (TestEntrySize checks the budget; BenchmarkMemoryPerFlow
+// measures the heap per flow at 1M flows). An Entry, what callers get, is
+// a copy of the flow plus the L7 slot and the TCP state (144 bytes).
 //
 // Every entry keeps both tuples, the TCP tracker's state (including both
 // directions' window data), creation and last-packet times, the expiry
@@ -75,6 +90,19 @@
 // status bits (SEEN_REPLY, ASSURED, CONFIRMED, ...) and an 8-byte L7 slot
 // (a uint32 classification id and 4 bytes of classifier state) for a
 // later application-layer classifier.
+//
+// # Cost
+//
+// With 1M flows the table is far larger than the CPU caches, and a
+// packet's lookup-and-update is two dependent cache misses (its index
+// slot, then its flow), each also a TLB miss: slabs and index span some
+// 55,000 4 KiB pages, and huge pages cannot be counted on (the Go heap
+// does not use them unless the system forces transparent huge pages on).
+// One packet at a time (Track, TrackInto) that latency dominates.
+// TrackBatch overlaps the misses of up to 32 packets; then the CPU work
+// (parsing, hashing, the lock, the state update, copying the Entry out)
+// and how many page walks and cache misses a core keeps in flight bound
+// the rate. BenchmarkTrackBatch measures both ways side by side.
 //
 // # Expiry, limits and counters
 //

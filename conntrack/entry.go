@@ -3,6 +3,7 @@ package conntrack
 import (
 	"strconv"
 	"time"
+	"unsafe"
 )
 
 // Dir is the direction of a packet relative to its connection.
@@ -144,66 +145,103 @@ type tcpConn struct {
 	retrans   uint8
 }
 
-// Entry is one tracked connection. It has a fixed size (see doc.go for the
-// budget) and holds no pointers, so a slab of them costs the garbage
-// collector nothing to scan.
+// tcpSlot is a connection's TCP tracker state padded to one cache line.
+type tcpSlot struct {
+	tcpConn
+	_ [64 - unsafe.Sizeof(tcpConn{})]byte
+}
+
+// flow is the part of a connection that every packet reads or writes:
+// exactly 128 bytes, kept 128-byte aligned in the slab (see shard.go), so
+// that a packet of a flow touches one aligned pair of cache lines, which
+// the CPU fetches as one (its adjacent-line prefetcher completes the
+// pair). TCP connections keep their window tracking state in a tcpSlot
+// next to it, and the L7 slot lives apart (read only when statusL7 says
+// it was set).
 //
-// The Entry values a caller sees (Result.Entry, Snapshot, Range) are copies
-// taken under the shard lock: reading them needs no synchronisation and
-// they do not change when the table does.
-type Entry struct {
+// There is no reply tuple: with no NAT it is always the original's
+// inverse (nf_ct_invert_tuple), which lookups compare against without
+// building it.
+type flow struct {
+	orig Tuple // 38 bytes, then 2 of padding
+
 	created  int64 // Unix ns of the first packet
 	lastSeen int64 // Unix ns of the last packet accounted
 	// expires is the Unix ns deadline once confirmed; before that, as in
 	// the kernel, it holds the timeout relative to confirmation.
 	expires int64
+
 	packets [2]uint64
 	bytes   [2]uint64
-	labels  Labels
 
-	orig, reply Tuple
-
-	// status also carries statusInUse, the slab's allocation bit.
+	// status also carries the private bits statusInUse and statusL7.
 	status Status
 	mark   uint32
-	l7     L7
-
-	tcp tcpConn
 
 	// Slab bookkeeping, meaningless in copies.
 	gen  uint32 // bumped on every free, so stale Refs fail
 	next uint32 // free-list link (index+1), 0 = end
+
+	labels Labels
 }
 
-// statusInUse marks an allocated slab entry. It is not a kernel bit and
-// Status never reports it.
-const statusInUse Status = 1 << 31
+// The layout above is what the per-packet cost rests on: fail to compile
+// if it ever stops being two cache lines, or the TCP slot one.
+var (
+	_ [unsafe.Sizeof(flow{}) - 128]struct{}
+	_ [128 - unsafe.Sizeof(flow{})]struct{}
+	_ [unsafe.Sizeof(tcpSlot{}) - 64]struct{}
+	_ [64 - unsafe.Sizeof(tcpSlot{})]struct{}
+)
 
-func (e *Entry) inUse() bool { return e.status&statusInUse != 0 }
+// Entry is one tracked connection, as the table hands it out. The table
+// stores connections in parts (see flow); an Entry is a copy of all of it
+// that the accessors read, taken under the shard lock: reading it needs no
+// synchronisation and it does not change when the table does. It holds no
+// pointers.
+type Entry struct {
+	flow
+	l7       L7
+	tcpState TCPState
+}
 
-// Orig and Reply return the connection's two tuples.
-func (e *Entry) Orig() Tuple  { return e.orig }
-func (e *Entry) Reply() Tuple { return e.reply }
+// Private status bits, never reported by Status: statusInUse marks an
+// allocated slab entry, statusL7 one whose L7 slot was set.
+const (
+	statusInUse   Status = 1 << 31
+	statusL7      Status = 1 << 30
+	statusPrivate        = statusInUse | statusL7
+)
 
-// Tuple returns the tuple of direction d.
-func (e *Entry) Tuple(d Dir) Tuple {
+func (e *flow) inUse() bool { return e.status&statusInUse != 0 }
+
+// tuple returns the tuple of direction d.
+func (e *flow) tuple(d Dir) Tuple {
 	if d == DirReply {
-		return e.reply
+		inv, _ := e.orig.Invert()
+		return inv
 	}
 	return e.orig
 }
+
+// Orig and Reply return the connection's two tuples.
+func (e *Entry) Orig() Tuple  { return e.orig }
+func (e *Entry) Reply() Tuple { return e.tuple(DirReply) }
+
+// Tuple returns the tuple of direction d.
+func (e *Entry) Tuple(d Dir) Tuple { return e.tuple(d) }
 
 // Proto returns the transport protocol number of the connection.
 func (e *Entry) Proto() uint8 { return e.orig.Proto }
 
 // Status returns the status bits.
-func (e *Entry) Status() Status { return e.status &^ statusInUse }
+func (e *Entry) Status() Status { return e.status &^ statusPrivate }
 
 // Confirmed reports whether the entry is in the table.
 func (e *Entry) Confirmed() bool { return e.status&StatusConfirmed != 0 }
 
 // TCPState returns the TCP state (TCPNone for other protocols).
-func (e *Entry) TCPState() TCPState { return e.tcp.state }
+func (e *Entry) TCPState() TCPState { return e.tcpState }
 
 // Mark returns the connection mark (ct mark).
 func (e *Entry) Mark() uint32 { return e.mark }
@@ -290,7 +328,7 @@ func (e *Entry) AppendConntrackL(b []byte, now time.Time) []byte {
 	b = strconv.AppendInt(b, int64(e.Timeout(now)/time.Second), 10)
 	b = append(b, ' ')
 	if p == protoTCP {
-		b = append(b, e.tcp.state.String()...)
+		b = append(b, e.tcpState.String()...)
 		b = append(b, ' ')
 	}
 	b = appendTuple(b, &e.orig)
@@ -298,7 +336,8 @@ func (e *Entry) AppendConntrackL(b []byte, now time.Time) []byte {
 	if e.status&StatusSeenReply == 0 {
 		b = append(b, "[UNREPLIED] "...)
 	}
-	b = appendTuple(b, &e.reply)
+	reply := e.Reply()
+	b = appendTuple(b, &reply)
 	b = appendCounters(b, e.packets[1], e.bytes[1])
 	if e.status&StatusAssured != 0 {
 		b = append(b, "[ASSURED] "...)

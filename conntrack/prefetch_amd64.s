@@ -1,16 +1,16 @@
 #include "textflag.h"
 
-// func prefetch(addrs []uintptr)
-TEXT ·prefetch(SB), NOSPLIT, $0-24
-	MOVQ addrs_base+0(FP), SI
-	MOVQ addrs_len+8(FP), CX
-	TESTQ CX, CX
-	JEQ done
-loop:
-	MOVQ (SI), AX
+// func prefetch(addr uintptr)
+TEXT ·prefetch(SB), NOSPLIT|NOFRAME, $0-8
+	MOVQ addr+0(FP), AX
 	PREFETCHT0 (AX)
-	ADDQ $8, SI
-	DECQ CX
-	JNE loop
-done:
+	RET
+
+// func prefetchEntry(flow, tcp uintptr)
+TEXT ·prefetchEntry(SB), NOSPLIT|NOFRAME, $0-16
+	MOVQ flow+0(FP), AX
+	MOVQ tcp+8(FP), BX
+	PREFETCHT0 (AX)
+	PREFETCHT0 64(AX)
+	PREFETCHT0 (BX)
 	RET

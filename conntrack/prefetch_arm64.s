@@ -1,14 +1,16 @@
 #include "textflag.h"
 
-// func prefetch(addrs []uintptr)
-TEXT ·prefetch(SB), NOSPLIT, $0-24
-	MOVD addrs_base+0(FP), R0
-	MOVD addrs_len+8(FP), R1
-	CBZ R1, done
-loop:
-	MOVD.P 8(R0), R2
-	PRFM (R2), PLDL1KEEP
-	SUB $1, R1, R1
-	CBNZ R1, loop
-done:
+// func prefetch(addr uintptr)
+TEXT ·prefetch(SB), NOSPLIT|NOFRAME, $0-8
+	MOVD addr+0(FP), R0
+	PRFM (R0), PLDL1KEEP
+	RET
+
+// func prefetchEntry(flow, tcp uintptr)
+TEXT ·prefetchEntry(SB), NOSPLIT|NOFRAME, $0-16
+	MOVD flow+0(FP), R0
+	MOVD tcp+8(FP), R1
+	PRFM (R0), PLDL1KEEP
+	PRFM 64(R0), PLDL1KEEP
+	PRFM (R1), PLDL1KEEP
 	RET

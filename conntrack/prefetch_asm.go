@@ -2,11 +2,18 @@
 
 package conntrack
 
-// prefetch asks the CPU to start loading the cache line of every address
-// in addrs (PREFETCHT0, PRFM PLDL1KEEP) and returns at once. A prefetch is
-// a hint: it never faults, even on an address that is no longer mapped,
-// and it reads nothing the program sees, so TrackBatch may aim it at
-// memory it does not hold the lock of.
+// prefetch asks the CPU to start loading the cache line at addr
+// (PREFETCHT0, PRFM PLDL1KEEP) and returns at once. A prefetch is a hint:
+// it never faults, even on an address that is no longer mapped, and it
+// reads nothing the program sees, so TrackBatch may aim it at memory it
+// does not hold the lock of.
 //
 //go:noescape
-func prefetch(addrs []uintptr)
+func prefetch(addr uintptr)
+
+// prefetchEntry prefetches the two cache lines of the flow at addr flow
+// and the line at tcp (pass flow again when there is no TCP slot to load):
+// one call instead of three.
+//
+//go:noescape
+func prefetchEntry(flow, tcp uintptr)

@@ -2,6 +2,8 @@
 
 package conntrack
 
-// prefetch is a no-op where qtables has no prefetch instruction wired up:
-// TrackBatch then does the same work as TrackInto in a loop.
-func prefetch(addrs []uintptr) {}
+// prefetch and prefetchEntry are no-ops where qtables has no prefetch
+// instruction wired up: TrackBatch then does the same work as TrackInto in
+// a loop.
+func prefetch(addr uintptr)           {}
+func prefetchEntry(flow, tcp uintptr) {}

@@ -177,7 +177,7 @@ func internetChecksum(initial uint32, b []byte) uint16 {
 // until a reply; after a reply, a packet more than 2 s into the connection
 // makes it a stream (ASSURED, 120 s). UDP-Lite assures at the first packet
 // after a reply.
-func (t *Table) udpPacket(e *Entry, dir Dir, p *pkt, now int64) {
+func (t *Table) udpPacket(e *flow, dir Dir, p *pkt, now int64) {
 	if e.status&StatusSeenReply == 0 {
 		t.refresh(e, dir, p, now, t.timeouts[toUDP])
 		return
@@ -226,15 +226,15 @@ func (t *Table) related(r *Result, p *pkt, now int64) {
 		s.n.invalid++
 		return
 	}
-	e := s.entry(idx)
-	ct := e.Tuple(dir)
+	e := s.flow(idx)
+	ct := e.tuple(dir)
 	if ct.Dst != p.tuple.Dst {
 		r.Info, r.Reason = CtInvalid, ReasonICMPError
 		s.n.invalid++
 		return
 	}
 	r.Info, r.Dir = CtRelated, dir
-	r.Entry = *e
+	s.load(idx, &r.Entry)
 	r.Ref = Ref{t: t, shard: si, idx: idx, gen: e.gen}
 }
 

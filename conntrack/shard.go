@@ -3,14 +3,32 @@ package conntrack
 import (
 	"sync"
 	"sync/atomic"
+	"unsafe"
 )
 
 // Slab geometry: entries live in fixed chunks that never move, so an index
-// into a shard's slab stays valid for the entry's life. 141 entries of 232
-// bytes are 32712 bytes, which the allocator's 32 KiB size class holds with
-// 0.2% slack (a power of two would waste up to 10% to size-class or page
-// rounding); the division by a constant compiles to a multiply.
-const chunkSize = 141
+// into a shard's slab stays valid for the entry's life. A chunk holds
+// chunkSize connections in pairs (a group): two 128-byte flows, then their
+// two TCP slots, 384 bytes, so that a TCP packet's three cache lines share
+// one page; the L7 slots follow the groups. 81 groups and 162 L7 slots are
+// 32400 bytes, which the allocator's 32 KiB size class holds with 1%
+// slack, in a span of its own, so a chunk starts page-aligned and every
+// flow 128-byte aligned (TestSlabAlignment checks). The division by a
+// constant compiles to a multiply.
+const chunkSize = 162
+
+type group struct {
+	flows [2]flow
+	tcp   [2]tcpSlot
+}
+
+type chunk struct {
+	groups [chunkSize / 2]group
+	l7     [chunkSize]L7
+}
+
+// slabBytes is the slab's memory per connection.
+const slabBytes = float64(unsafe.Sizeof(chunk{})) / chunkSize
 
 // slot is one cell of a shard's open-addressing index: the low 32 bits of
 // the flow's hash in the high half and its slab index plus one in the low
@@ -42,9 +60,9 @@ type shard struct {
 	// atomic stores (setSlot) once the array is published.
 	index atomic.Pointer[[]slot]
 
-	chunks []*[chunkSize]Entry
+	chunks []*chunk
 	// chunkTab publishes a copy of chunks to the prefetch pass.
-	chunkTab atomic.Pointer[[]*[chunkSize]Entry]
+	chunkTab atomic.Pointer[[]*chunk]
 	used     uint32 // slab positions handed out so far (high-water mark)
 	free     uint32 // head of the free list, index+1; 0 = empty
 	cursor   uint32 // next slab position the sweeper examines
@@ -58,8 +76,32 @@ type shard struct {
 	_ [64]byte // keep neighbouring shards' locks off this cache line
 }
 
-func (s *shard) entry(idx uint32) *Entry {
-	return &s.chunks[idx/chunkSize][idx%chunkSize]
+// flow, tcp and l7 return the parts of the connection at slab index idx.
+func (s *shard) flow(idx uint32) *flow {
+	j := idx % chunkSize
+	return &s.chunks[idx/chunkSize].groups[j/2].flows[j%2]
+}
+
+func (s *shard) tcp(idx uint32) *tcpConn {
+	j := idx % chunkSize
+	return &s.chunks[idx/chunkSize].groups[j/2].tcp[j%2].tcpConn
+}
+
+func (s *shard) l7(idx uint32) *L7 {
+	return &s.chunks[idx/chunkSize].l7[idx%chunkSize]
+}
+
+// load copies the connection at idx into e.
+func (s *shard) load(idx uint32, e *Entry) {
+	f := s.flow(idx)
+	e.flow = *f
+	e.l7, e.tcpState = L7{}, TCPNone
+	if f.status&statusL7 != 0 {
+		e.l7 = *s.l7(idx)
+	}
+	if f.orig.Proto == protoTCP {
+		e.tcpState = s.tcp(idx).state
+	}
 }
 
 // setSlot stores v at pos: atomically, because the prefetch pass of
@@ -74,29 +116,31 @@ func (s *shard) setSlot(pos int, v slot) {
 func (s *shard) alloc() uint32 {
 	if s.free != 0 {
 		idx := s.free - 1
-		e := s.entry(idx)
+		e := s.flow(idx)
 		s.free = e.next
 		e.next = 0
 		e.status = statusInUse
 		return idx
 	}
 	if int(s.used)/chunkSize == len(s.chunks) {
-		s.chunks = append(s.chunks, new([chunkSize]Entry))
+		s.chunks = append(s.chunks, new(chunk))
 		tab := s.chunks
 		s.chunkTab.Store(&tab)
 	}
 	idx := s.used
 	s.used++
-	s.entry(idx).status = statusInUse
+	s.flow(idx).status = statusInUse
 	return idx
 }
 
 // release clears the entry at idx and puts it on the free list. The
 // generation survives and is bumped so that outstanding Refs go stale.
+// The TCP and L7 slots are left as they are: a TCP connection's is reset
+// when it is created (tcpNew), an L7 slot is only read under statusL7.
 func (s *shard) release(idx uint32) {
-	e := s.entry(idx)
+	e := s.flow(idx)
 	gen := e.gen + 1
-	*e = Entry{gen: gen, next: s.free}
+	*e = flow{gen: gen, next: s.free}
 	s.free = idx + 1
 }
 
@@ -116,11 +160,11 @@ func (s *shard) lookup(h uint64, tu *Tuple) (pos int, idx uint32, dir Dir, ok bo
 			return pos, 0, 0, false
 		}
 		if sl.hash() == tag {
-			e := s.entry(sl.idx() - 1)
+			e := s.flow(sl.idx() - 1)
 			if e.orig.equal(tu) {
 				return pos, sl.idx() - 1, DirOriginal, true
 			}
-			if e.reply.equal(tu) {
+			if tu.isInverseOf(&e.orig) {
 				return pos, sl.idx() - 1, DirReply, true
 			}
 		}

@@ -36,7 +36,7 @@ func (t *Table) sweepLocked(s *shard, now int64, n int) (st SweepStats) {
 		idx := s.cursor
 		s.cursor++
 		st.Examined++
-		e := s.entry(idx)
+		e := s.flow(idx)
 		if !e.inUse() {
 			continue
 		}
@@ -55,7 +55,7 @@ func (t *Table) sweepLocked(s *shard, now int64, n int) (st SweepStats) {
 			s.n.expired++
 			st.Expired++
 		case squeeze && (e.status&StatusAssured == 0 ||
-			(e.orig.Proto == protoTCP && tcpCanEarlyDrop(e.tcp.state))):
+			(e.orig.Proto == protoTCP && tcpCanEarlyDrop(s.tcp(idx).state))):
 			t.removeConfirmed(s, t.seed.hash(&e.orig), idx)
 			s.n.earlyDrop++
 			st.EarlyDrop++
@@ -158,9 +158,10 @@ func (t *Table) Range(now time.Time, fn func(e *Entry) bool) {
 			buf = buf[:0]
 			s.mu.Lock()
 			for ; pos < s.used && len(buf) < cap(buf); pos++ {
-				e := s.entry(pos)
+				e := s.flow(pos)
 				if e.inUse() && e.status&StatusConfirmed != 0 && e.expires > ns {
-					buf = append(buf, *e)
+					buf = append(buf, Entry{})
+					s.load(pos, &buf[len(buf)-1])
 				}
 			}
 			more := pos < s.used

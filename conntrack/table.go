@@ -105,20 +105,20 @@ type Ref struct {
 // Valid reports whether r refers to an entry that still exists.
 func (r Ref) Valid() bool {
 	ok := false
-	r.do(func(*Entry) { ok = true })
+	r.do(func(*shard, *flow) { ok = true })
 	return ok
 }
 
 // do runs f on the entry under its shard lock if r is still current.
-func (r Ref) do(f func(e *Entry)) {
+func (r Ref) do(f func(s *shard, e *flow)) {
 	if r.t == nil {
 		return
 	}
 	s := &r.t.shards[r.shard]
 	s.mu.Lock()
 	if r.idx < s.used {
-		if e := s.entry(r.idx); e.inUse() && e.gen == r.gen {
-			f(e)
+		if e := s.flow(r.idx); e.inUse() && e.gen == r.gen {
+			f(s, e)
 		}
 	}
 	s.mu.Unlock()
@@ -126,7 +126,7 @@ func (r Ref) do(f func(e *Entry)) {
 
 // Load returns a copy of the entry.
 func (r Ref) Load() (e Entry, ok bool) {
-	r.do(func(p *Entry) { e, ok = *p, true })
+	r.do(func(s *shard, _ *flow) { s.load(r.idx, &e); ok = true })
 	return e, ok
 }
 
@@ -135,7 +135,7 @@ func (r Ref) Load() (e Entry, ok bool) {
 // clear=m, xor=v; --set-mark v/m is clear=m, xor=v&m; --save-mark is
 // clear=ctmask, xor=nfmark&nfmask).
 func (r Ref) UpdateMark(clear, xor uint32) (mark uint32, ok bool) {
-	r.do(func(e *Entry) {
+	r.do(func(_ *shard, e *flow) {
 		e.mark = (e.mark &^ clear) ^ xor
 		mark, ok = e.mark, true
 	})
@@ -147,7 +147,7 @@ func (r Ref) UpdateMark(clear, xor uint32) (mark uint32, ok bool) {
 // formula cannot express (revision 2's --left-shift-mark and
 // --right-shift-mark shift the whole new mark). f must not block.
 func (r Ref) UpdateMarkWith(f func(old uint32) uint32) (mark uint32, ok bool) {
-	r.do(func(e *Entry) {
+	r.do(func(_ *shard, e *flow) {
 		e.mark = f(e.mark)
 		mark, ok = e.mark, true
 	})
@@ -156,7 +156,7 @@ func (r Ref) UpdateMarkWith(f func(old uint32) uint32) (mark uint32, ok bool) {
 
 // UpdateLabels sets the label bits to (labels &^ clear) | set.
 func (r Ref) UpdateLabels(clear, set Labels) (l Labels, ok bool) {
-	r.do(func(e *Entry) {
+	r.do(func(_ *shard, e *flow) {
 		e.labels[0] = e.labels[0]&^clear[0] | set[0]
 		e.labels[1] = e.labels[1]&^clear[1] | set[1]
 		l, ok = e.labels, true
@@ -167,7 +167,11 @@ func (r Ref) UpdateLabels(clear, set Labels) (l Labels, ok bool) {
 // SetL7 stores the application-layer slot.
 func (r Ref) SetL7(v L7) bool {
 	ok := false
-	r.do(func(e *Entry) { e.l7, ok = v, true })
+	r.do(func(s *shard, e *flow) {
+		*s.l7(r.idx) = v
+		e.status |= statusL7
+		ok = true
+	})
 	return ok
 }
 
@@ -351,7 +355,7 @@ func (t *Table) find(s *shard, h uint64, tu *Tuple, now int64) (idx uint32, dir 
 	if !ok {
 		return 0, 0, false
 	}
-	if s.entry(idx).expires <= now {
+	if s.flow(idx).expires <= now {
 		s.removeAt(pos)
 		s.release(idx)
 		t.count.Add(-1)
@@ -369,12 +373,12 @@ func (t *Table) resolve(r *Result, s *shard, si uint32, h uint64, p *pkt, now in
 		if !ok {
 			break
 		}
-		e := s.entry(idx)
+		e := s.flow(idx)
 		info := CtNew
 		if dir == DirReply || e.status&StatusSeenReply != 0 {
 			info = CtEstablished
 		}
-		v, reason := t.handle(e, dir, p, now, true)
+		v, reason := t.handle(s, idx, e, dir, p, now, true)
 		switch v {
 		case vInvalid:
 			r.Info, r.Reason = CtInvalid, reason
@@ -391,7 +395,7 @@ func (t *Table) resolve(r *Result, s *shard, si uint32, h uint64, p *pkt, now in
 			e.status |= StatusSeenReply
 		}
 		r.Info, r.Dir = info, dir
-		r.Entry = *e
+		s.load(idx, &r.Entry)
 		r.Ref = Ref{t: t, shard: si, idx: idx, gen: e.gen}
 		if v == vKill {
 			r.Entry.status |= StatusDying
@@ -428,11 +432,10 @@ func (t *Table) resolve(r *Result, s *shard, si uint32, h uint64, p *pkt, now in
 	}
 	t.sweepLocked(s, now, allocSweep)
 	idx := s.alloc()
-	e := s.entry(idx)
+	e := s.flow(idx)
 	e.orig = p.tuple
-	e.reply, _ = p.tuple.Invert()
 	e.created, e.lastSeen = now, now
-	v, reason := t.handle(e, DirOriginal, p, now, false)
+	v, reason := t.handle(s, idx, e, DirOriginal, p, now, false)
 	if v == vInvalid || v == vRepeat || v == vKill {
 		s.release(idx)
 		t.count.Add(-1)
@@ -442,7 +445,7 @@ func (t *Table) resolve(r *Result, s *shard, si uint32, h uint64, p *pkt, now in
 	}
 	s.n.created++
 	r.Info, r.Dir = CtNew, DirOriginal
-	r.Entry = *e
+	s.load(idx, &r.Entry)
 	r.Ref = Ref{t: t, shard: si, idx: idx, gen: e.gen}
 }
 
@@ -473,14 +476,15 @@ func (t *Table) canCreate(p *pkt) Reason {
 	return ReasonNone
 }
 
-// handle runs the protocol tracker for a packet on e (nf_conntrack_handle_packet).
-func (t *Table) handle(e *Entry, dir Dir, p *pkt, now int64, confirmed bool) (verdict, Reason) {
+// handle runs the protocol tracker for a packet on e, the flow at slab
+// index idx of s (nf_conntrack_handle_packet).
+func (t *Table) handle(s *shard, idx uint32, e *flow, dir Dir, p *pkt, now int64, confirmed bool) (verdict, Reason) {
 	switch e.orig.Proto {
 	case protoTCP:
 		if p.reason != ReasonNone {
 			return vInvalid, p.reason
 		}
-		return t.tcpPacket(e, dir, p, now, confirmed)
+		return t.tcpPacket(e, s.tcp(idx), dir, p, now, confirmed)
 	case protoUDP, protoUDPLite:
 		if p.reason != ReasonNone {
 			return vInvalid, p.reason
@@ -500,7 +504,7 @@ func (t *Table) handle(e *Entry, dir Dir, p *pkt, now int64, confirmed bool) (ve
 
 // refresh is nf_ct_refresh_acct: set the timeout (relative while
 // unconfirmed) and account the packet.
-func (t *Table) refresh(e *Entry, dir Dir, p *pkt, now, timeout int64) {
+func (t *Table) refresh(e *flow, dir Dir, p *pkt, now, timeout int64) {
 	if e.status&StatusFixedTimeout == 0 {
 		if e.status&StatusConfirmed != 0 {
 			e.expires = now + timeout
@@ -511,7 +515,7 @@ func (t *Table) refresh(e *Entry, dir Dir, p *pkt, now, timeout int64) {
 	e.account(dir, p, now)
 }
 
-func (e *Entry) account(dir Dir, p *pkt, now int64) {
+func (e *flow) account(dir Dir, p *pkt, now int64) {
 	e.packets[dir]++
 	e.bytes[dir] += uint64(p.ipLen)
 	e.lastSeen = now
@@ -537,7 +541,7 @@ func (t *Table) earlyDrop(s *shard, h uint64, now int64) bool {
 		pos := int(uint32(h)) & mask
 		for i := 0; i < maxSlots && n < maxEntries; i++ {
 			if sl := s.slots[pos]; sl != 0 {
-				e := s.entry(sl.idx() - 1)
+				e := s.flow(sl.idx() - 1)
 				switch {
 				case e.expires <= now:
 					victims[n], expired[n] = sl.idx()-1, true
@@ -552,7 +556,7 @@ func (t *Table) earlyDrop(s *shard, h uint64, now int64) bool {
 		}
 	}
 	for i := 0; i < n; i++ {
-		e := s.entry(victims[i])
+		e := s.flow(victims[i])
 		t.removeConfirmed(s, t.seed.hash(&e.orig), victims[i])
 		if expired[i] {
 			s.n.expired++
@@ -571,7 +575,7 @@ func (t *Table) confirm(ref Ref, now int64, snap *Entry) (Ref, bool) {
 	if ref.idx >= s.used {
 		return Ref{}, false
 	}
-	e := s.entry(ref.idx)
+	e := s.flow(ref.idx)
 	if !e.inUse() || e.gen != ref.gen {
 		return Ref{}, false // reclaimed as abandoned, or already discarded
 	}
@@ -581,7 +585,7 @@ func (t *Table) confirm(ref Ref, now int64, snap *Entry) (Ref, bool) {
 	h := t.seed.hash(&e.orig)
 	if widx, _, ok := t.find(s, h, &e.orig, now); ok {
 		// Another packet of this connection was confirmed first.
-		w := s.entry(widx)
+		w := s.flow(widx)
 		if p := e.orig.Proto; p == protoUDP || p == protoUDPLite {
 			// allow_clash: the packet joins the winner.
 			for d := range 2 {
@@ -591,7 +595,7 @@ func (t *Table) confirm(ref Ref, now int64, snap *Entry) (Ref, bool) {
 			s.release(ref.idx)
 			t.count.Add(-1)
 			s.n.clashResolved++
-			*snap = *w
+			s.load(widx, snap)
 			return Ref{t: t, shard: ref.shard, idx: widx, gen: w.gen}, true
 		}
 		s.release(ref.idx)
@@ -606,7 +610,7 @@ func (t *Table) confirm(ref Ref, now int64, snap *Entry) (Ref, bool) {
 	e.status |= StatusConfirmed
 	s.insert(h, ref.idx)
 	s.n.inserted++
-	*snap = *e
+	s.load(ref.idx, snap)
 	return ref, true
 }
 
@@ -614,7 +618,7 @@ func (t *Table) discard(ref Ref) {
 	s := &t.shards[ref.shard]
 	s.mu.Lock()
 	if ref.idx < s.used {
-		if e := s.entry(ref.idx); e.inUse() && e.gen == ref.gen && e.status&StatusConfirmed == 0 {
+		if e := s.flow(ref.idx); e.inUse() && e.gen == ref.gen && e.status&StatusConfirmed == 0 {
 			s.release(ref.idx)
 			t.count.Add(-1)
 		}
@@ -629,7 +633,8 @@ func (t *Table) Lookup(tu Tuple, now time.Time) (e Entry, dir Dir, ok bool) {
 	s, _ := t.shardFor(h)
 	s.mu.Lock()
 	if idx, d, found := t.find(s, h, &tu, now.UnixNano()); found {
-		e, dir, ok = *s.entry(idx), d, true
+		s.load(idx, &e)
+		dir, ok = d, true
 	}
 	s.mu.Unlock()
 	return e, dir, ok

@@ -26,18 +26,40 @@ func udpTuple(i int) Tuple {
 }
 
 func TestEntrySize(t *testing.T) {
-	size := unsafe.Sizeof(Entry{})
-	// The index holds 8-byte slots at most 3/4 full and at least 3/8 full
-	// after doubling: between 10.7 and 21.3 bytes per entry; the slab
-	// adds nothing per entry beyond the Entry itself.
+	// A connection costs its share of a slab chunk (flow, TCP slot, L7
+	// slot) plus index cells: the index holds 8-byte slots at most 3/4
+	// full and at least 3/8 full after doubling, 10.7 to 21.3 bytes per
+	// entry.
 	slotBytes := unsafe.Sizeof(slot(0))
-	worst := float64(size) + float64(slotBytes)*8/3
-	t.Logf("Entry %d bytes, slot %d bytes, worst case per flow %.1f bytes", size, slotBytes, worst)
+	worst := slabBytes + float64(slotBytes)*8/3
+	t.Logf("slab %.1f bytes, Entry %d bytes, slot %d bytes, worst case per flow %.1f bytes",
+		slabBytes, unsafe.Sizeof(Entry{}), slotBytes, worst)
 	if worst > 256 {
 		t.Fatalf("%.1f bytes per flow, over the 256-byte budget", worst)
 	}
-	if n := unsafe.Sizeof(Result{}); n > 320 {
+	if n := unsafe.Sizeof(chunk{}); n > 32<<10 || n < 31<<10 {
+		t.Fatalf("chunk is %d bytes, not a snug fit for the 32 KiB size class", n)
+	}
+	if n := unsafe.Sizeof(Result{}); n > 192 {
 		t.Fatalf("Result is %d bytes", n)
+	}
+}
+
+// TestSlabAlignment checks what the per-packet cost rests on: every flow
+// starts a 128-byte aligned pair of cache lines and every TCP slot a cache
+// line. (Go does not promise this alignment; its allocator gives a 32 KiB
+// object a span of its own, page-aligned. Should that change, this test
+// says so before the benchmarks do.)
+func TestSlabAlignment(t *testing.T) {
+	var s shard
+	for range 3 * chunkSize {
+		s.alloc()
+	}
+	for idx := uint32(0); idx < s.used; idx++ {
+		f, tc := uintptr(unsafe.Pointer(s.flow(idx))), uintptr(unsafe.Pointer(s.tcp(idx)))
+		if f%128 != 0 || tc%64 != 0 {
+			t.Fatalf("entry %d: flow at %#x, TCP slot at %#x", idx, f, tc)
+		}
 	}
 }
 

@@ -389,12 +389,11 @@ func (t *Table) inWindow(tc *tcpConn, dir Dir, seg *tcpSeg) tcpAction {
 
 // tcpNew is tcp_new: may the packet create a connection, and with what
 // initial window state?
-func (t *Table) tcpNew(e *Entry, seg *tcpSeg) bool {
+func (t *Table) tcpNew(tc *tcpConn, seg *tcpSeg) bool {
 	ns := tcpTransitions[DirOriginal][seg.index][TCPNone]
 	if ns >= sIV {
 		return false
 	}
-	tc := &e.tcp
 	*tc = tcpConn{}
 	s0 := &tc.seen[0]
 	s0.end = seg.end
@@ -428,12 +427,11 @@ func tcpCanEarlyDrop(s TCPState) bool {
 
 // tcpPacket is nf_conntrack_tcp_packet without the checks tcp_error made at
 // parse time.
-func (t *Table) tcpPacket(e *Entry, dir Dir, p *pkt, now int64, confirmed bool) (verdict, Reason) {
+func (t *Table) tcpPacket(e *flow, tc *tcpConn, dir Dir, p *pkt, now int64, confirmed bool) (verdict, Reason) {
 	seg := &p.tcp
-	if !confirmed && !t.tcpNew(e, seg) {
+	if !confirmed && !t.tcpNew(tc, seg) {
 		return vInvalid, ReasonTCPNew
 	}
-	tc := &e.tcp
 	old := tc.state
 	index := seg.index
 	ns := tcpTransitions[dir][index][old]
@@ -519,7 +517,7 @@ func (t *Table) tcpPacket(e *Entry, dir Dir, p *pkt, now int64, confirmed bool) 
 			break
 		}
 		var invalid bool
-		ns, skipWindow, invalid = t.tcpRst(e, dir, seg, old)
+		ns, skipWindow, invalid = t.tcpRst(e, tc, dir, seg, old)
 		if invalid {
 			return vInvalid, ReasonTCPRst
 		}
@@ -530,7 +528,7 @@ func (t *Table) tcpPacket(e *Entry, dir Dir, p *pkt, now int64, confirmed bool) 
 		case tcpIgnore:
 			return vNoUpdate, ReasonNone
 		case tcpInvalid:
-			t.tcpHandleInvalid(e, dir, index, now)
+			t.tcpHandleInvalid(e, tc, dir, index, now)
 			return vInvalid, ReasonTCPWindow
 		}
 	}
@@ -585,8 +583,7 @@ func (t *Table) tcpPacket(e *Entry, dir Dir, p *pkt, now int64, confirmed bool) 
 
 // tcpRst decides a RST that would move the connection to CLOSE: whether its
 // sequence number is plausible, and whether the window check is skipped.
-func (t *Table) tcpRst(e *Entry, dir Dir, seg *tcpSeg, old TCPState) (ns TCPState, skipWindow, invalid bool) {
-	tc := &e.tcp
+func (t *Table) tcpRst(e *flow, tc *tcpConn, dir Dir, seg *tcpSeg, old TCPState) (ns TCPState, skipWindow, invalid bool) {
 	ns = TCPClose
 	if tcpCanEarlyDrop(tc.state) {
 		// Closing anyway: the tuple may already be reused; skip checks.
@@ -629,14 +626,13 @@ func (t *Table) tcpRst(e *Entry, dir Dir, seg *tcpSeg, old TCPState) (ns TCPStat
 // tcpHandleInvalid is nf_tcp_handle_invalid: an assured connection whose
 // FIN or RST from both sides was out of window is probably dead; shorten
 // its timeout as for unacknowledged data.
-func (t *Table) tcpHandleInvalid(e *Entry, dir Dir, index uint8, now int64) {
+func (t *Table) tcpHandleInvalid(e *flow, tc *tcpConn, dir Dir, index uint8, now int64) {
 	if e.status&StatusAssured == 0 || e.status&StatusFixedTimeout != 0 {
 		return
 	}
 	if index != tcpRstSet && index != tcpFinSet {
 		return
 	}
-	tc := &e.tcp
 	if tc.lastDir != uint8(dir) && (tc.lastIndex == tcpFinSet || tc.lastIndex == tcpRstSet) {
 		left := e.expires - now
 		if left < int64(120e9) {

@@ -44,6 +44,19 @@ func (t *Tuple) equal(u *Tuple) bool {
 		t.DstPort == u.DstPort && t.Proto == u.Proto && t.Family == u.Family
 }
 
+// isInverseOf reports whether t is o's inverse (o.Invert() == t, ok),
+// without building the inverse: the reply-direction test of a lookup.
+func (t *Tuple) isInverseOf(o *Tuple) bool {
+	if t.Src != o.Dst || t.Dst != o.Src || t.Proto != o.Proto || t.Family != o.Family {
+		return false
+	}
+	if t.Proto != protoICMP {
+		return t.SrcPort == o.DstPort && t.DstPort == o.SrcPort
+	}
+	inv, ok := o.Invert()
+	return ok && t.SrcPort == inv.SrcPort && t.DstPort == inv.DstPort
+}
+
 // SrcAddr returns the source address.
 func (t *Tuple) SrcAddr() netip.Addr { return t.addr(&t.Src) }
 
@@ -129,6 +142,9 @@ type hashSeed [4]uint64
 // two endpoints (address, port) canonically and, for ICMP, folds the type
 // to its query form and moves the identifier out of the endpoints.
 func (s *hashSeed) hash(t *Tuple) uint64 {
+	if t.Family == 4 {
+		return s.hash4(t)
+	}
 	// Native-order loads: the canonical order only has to be total, not
 	// numeric.
 	aHi := binary.LittleEndian.Uint64(t.Src[0:8])
@@ -153,6 +169,38 @@ func (s *hashSeed) hash(t *Tuple) uint64 {
 	h = mix(h^bHi, bLo^s[2])
 	h = mix(h^(ap<<16|bp), extra^s[3])
 	return h
+}
+
+// hash4 is hash for IPv4 tuples, whose addresses are IPv4-mapped (only
+// their last four bytes vary): each endpoint (address, port) fits in 48
+// bits, so both fit two words with room for protocol, family and the ICMP
+// fields, and two multiplications hash it all.
+func (s *hashSeed) hash4(t *Tuple) uint64 {
+	// Whole-word loads of the words parse stores (a narrower load from
+	// the middle of a just-stored word may miss store forwarding).
+	a := binary.LittleEndian.Uint64(t.Src[8:16])>>32<<16 | uint64(t.SrcPort)
+	b := binary.LittleEndian.Uint64(t.Dst[8:16])>>32<<16 | uint64(t.DstPort)
+	icmp := t.Proto == protoICMP
+	if icmp {
+		// The identifier and type are no endpoint's: order the addresses
+		// alone and add them after.
+		a, b = a&^0xffff, b&^0xffff
+	}
+	// Canonical order: the smaller endpoint first.
+	if a > b {
+		a, b = b, a
+	}
+	x := a<<16 | uint64(t.Proto)<<8 | 4
+	y := b << 16
+	if icmp {
+		typ := t.ICMPType()
+		if int(typ) < len(icmpInverse) && icmpInverse[typ] != 0 && !icmpValidNew(typ) {
+			typ = icmpInverse[typ] - 1
+		}
+		x |= uint64(t.SrcPort) << 16
+		y |= uint64(typ)<<8 | uint64(t.ICMPCode())
+	}
+	return mix(mix(x^s[0], y^s[1]), s[2])
 }
 
 // mix is the folded 128-bit product (the wyhash mixing step).
