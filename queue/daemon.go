@@ -89,6 +89,9 @@ type Config struct {
 	// CtFollowKernel expires a flow in qtables' table when the kernel's
 	// conntrack destroys it (destroy events over ctnetlink).
 	CtFollowKernel bool
+	// ControlSocket is the path of the control socket for live rule
+	// management ("": DefaultControlSocket(), "none": no socket).
+	ControlSocket string
 	// Logger receives the daemon's own messages (default slog.Default()).
 	Logger *slog.Logger
 	// IPTables installs the hooks (default: the iptables binary).
@@ -487,6 +490,18 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 	ctCtx, stopCt := context.WithCancel(ctx)
 	defer stopCt()
 	d.startConntrack(ctCtx)
+	if path := d.cfg.ControlSocket; path != "none" {
+		if path == "" {
+			path = DefaultControlSocket()
+		}
+		cs, cerr := d.listenControl(path)
+		if cerr != nil {
+			return cerr
+		}
+		go cs.serve(ctCtx)
+		defer cs.close()
+		d.log.Info("control socket", "path", path)
+	}
 	var workWG, readWG sync.WaitGroup
 	nq := d.cfg.Hooks.Queues.Len()
 	d.workers = make([]chan job, d.cfg.Workers)

@@ -59,5 +59,6 @@ func newRoot() *cobra.Command {
 	}
 	root.AddCommand(newCheckCmd(), newTestCmd(), newSynthCmd(), newBenchCmd(), newClassbenchCmd())
 	root.AddCommand(newRunCmd(), newHooksCmd())
+	root.AddCommand(newControlCmds()...)
 	return root
 }

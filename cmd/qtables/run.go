@@ -79,6 +79,7 @@ func newRunCmd() *cobra.Command {
 		noCt         bool
 		ctMax        int
 		ctFollow     bool
+		controlSock  string
 	)
 	c := &cobra.Command{
 		Use:   "run --rules RULES --hook HOOK [--hook HOOK ...] [--queues N-M]",
@@ -143,7 +144,15 @@ before the rules at the first hooked hook on its path, confirmed when
 accepted, forgotten when dropped, so -m state, -m conntrack, connmark,
 connlimit, connbytes and CONNMARK work on live traffic. With
 --ct-follow-kernel (the default) a flow the kernel's conntrack destroys is
-expired in qtables' table too. qtables ct list prints the table.`,
+expired in qtables' table too. qtables ct list prints the table.
+
+Control: the daemon listens on a unix socket (--control-socket, mode 0600
+in a 0700 directory; default /run/qtables/<netns>.sock, named after the
+namespace the daemon runs in since a unix socket path does not belong to a
+network namespace) through which "qtables ctl [--control SOCK] ..." runs
+iptables commands (-L, -S, -A, -I, -D, -R, -N, -E, -F, -X, -P, -Z, -C)
+against the running rules, swapped in atomically, and save, restore,
+reload and ct list [--kernel].`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			hooks, err := hf.config()
@@ -173,6 +182,7 @@ expired in qtables' table too. qtables ct list prints the table.`,
 				FailOpen: failOpen, DefaultDrop: defDrop, LogWriter: logW, LogRate: logRate, LogBurst: logBurst,
 				CountersFile: countersFile, StatsFile: statsFile, Logger: logger, OffloadAfter: offloadAfter,
 				MetricsAddr: metricsAddr, NoConntrack: noCt, CtMax: ctMax, CtFollowKernel: ctFollow,
+				ControlSocket: controlSock,
 			})
 			if err != nil {
 				return err
@@ -230,6 +240,7 @@ expired in qtables' table too. qtables ct list prints the table.`,
 	fl.BoolVar(&noCt, "no-conntrack", false, "do not track flows: the stateful matches (state, conntrack, connmark, connlimit, connbytes) then see INVALID")
 	fl.IntVar(&ctMax, "ct-max", 262144, "size of qtables' flow table (nf_conntrack_max); beyond it unassured flows are evicted, then new ones dropped")
 	fl.BoolVar(&ctFollow, "ct-follow-kernel", true, "expire a flow when the kernel's conntrack destroys it (ctnetlink destroy events)")
+	fl.StringVar(&controlSock, "control-socket", "", "unix socket (mode 0600) for live rule management with qtables ctl; default /run/qtables/<netns>.sock, \"none\": off")
 	fl.BoolVar(&debug, "debug", false, "log debug messages")
 	_ = c.MarkFlagRequired("rules")
 	_ = c.MarkFlagRequired("hook")
