@@ -88,8 +88,7 @@ func NetnsName() string {
 	return "default"
 }
 
-// controlMu serialises the control commands: each is applied to the rules
-// in force when it starts.
+// controlServer serves the control socket; mu serialises its requests.
 type controlServer struct {
 	d  *Daemon
 	ln *net.UnixListener
@@ -238,6 +237,8 @@ func (d *Daemon) Command(w io.Writer, cmd *engine.Command) error {
 		defer d.reloadMu.Unlock()
 		return d.rules.Load().Set.Run(w, cmd)
 	}
+	d.editMu.Lock()
+	defer d.editMu.Unlock()
 	cur := d.rules.Load()
 	var buf bytes.Buffer
 	if err := cur.Set.Save(&buf, engine.SaveOptions{Counters: true}); err != nil {
@@ -265,6 +266,8 @@ func (d *Daemon) Restore(r io.Reader) error {
 	if err != nil {
 		return err
 	}
+	d.editMu.Lock()
+	defer d.editMu.Unlock()
 	return d.swapIn(rs, d.rules.Load().Source)
 }
 

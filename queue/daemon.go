@@ -197,6 +197,10 @@ type Daemon struct {
 	// guards it and serializes reloads.
 	reloadMu sync.Mutex
 	pool     []*worker
+	// editMu serialises the changes of the rule set (Reload, the control
+	// socket's commands and restores), each of which builds on the rules
+	// in force when it starts.
+	editMu   sync.Mutex
 	inflight atomic.Int64
 
 	// latency observes the time from a packet's arrival in the reader to
@@ -246,6 +250,8 @@ func (d *Daemon) Rules() *Rules { return d.rules.Load() }
 // chain of the same table) keep their counters, and so do the policies of
 // unchanged built-in chains; new rules start from the file's counters.
 func (d *Daemon) Reload() error {
+	d.editMu.Lock()
+	defer d.editMu.Unlock()
 	r, err := LoadRules(d.cfg.RulesPath)
 	if err == nil {
 		for _, h := range d.cfg.Hooks.Hooks {

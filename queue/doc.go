@@ -24,6 +24,19 @@
 //     rule-set tables at the packet's hook in the kernel's order (mangle
 //     before filter) and collects the verdict, the packet mark and the LOG
 //     and REJECT events; it allocates nothing.
+//   - The flow table (ct.go): one conntrack.Table shared by every
+//     reader and worker, swept by a goroutine with the run's context,
+//     sized by Config.CtMax with the kernel's timeouts. A Judge tracks a
+//     packet before the rules at the first hooked hook on its path,
+//     confirms it on ACCEPT and discards it on DROP (engine.Offline's
+//     order), so the stateful matches and CONNMARK see live state. With
+//     CtFollowKernel the kernel's destroy events (conntrack/kernelct)
+//     expire flows the kernel forgot.
+//   - The control socket (control.go): a unix socket, 0600, through which
+//     `qtables ctl` runs iptables commands on the running rules (applied
+//     to a copy, compiled and swapped in; a failure changes nothing;
+//     unchanged rules keep their counters), save, restore, reload and the
+//     flow tables as conntrack -L.
 //   - LogSink (logsink.go) writes LOG events as the kernel's lines,
 //     rate-limited, off the packet path: to a file or stdout, as JSON
 //     lines, or to the local syslog socket (facility kern, the rule's

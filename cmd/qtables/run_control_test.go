@@ -2,12 +2,14 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/qtables/qtables/internal/netns"
 )
@@ -204,6 +206,24 @@ func TestLiveControl(t *testing.T) {
 			if a, b := flowSet(ct, true), flowSet(string(kern), true); !slices.Equal(a, b) {
 				t.Errorf("ct list:\n%s\nconntrack -L:\n%s", ct, kern)
 			}
+		}
+	}
+
+	// The kernel destroying flows expires them in the daemon's table too
+	// (--ct-follow-kernel, on by default).
+	if _, err := exec.LookPath("conntrack"); err != nil {
+		t.Log("conntrack not installed: kernel destroy events not checked")
+	} else if out, err := tp.router.Exec(nil, "conntrack", "-D", "-p", "tcp", "--dport", "80"); err != nil {
+		t.Fatalf("conntrack -D: %v %s", err, out)
+	} else {
+		eventually(t, 5*time.Second, func() error {
+			if ct := tp.mustCtl(t, "ct", "list"); strings.Contains(ct, "dport=80 ") {
+				return fmt.Errorf("flows the kernel destroyed are still listed:\n%s", ct)
+			}
+			return nil
+		})
+		if ct := tp.mustCtl(t, "ct", "list"); !strings.Contains(ct, "dport=81 ") {
+			t.Errorf("flows the kernel kept were expired too:\n%s", ct)
 		}
 	}
 
