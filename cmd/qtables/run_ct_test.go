@@ -106,14 +106,22 @@ func (tp *liveTopo) udpAsk(port uint16, msg string, timeout time.Duration) error
 
 // TestLiveConntrack runs a stateful rule set on live traffic: the
 // daemon's own flow table decides NEW and ESTABLISHED.
+// With a pool of workers the table is shared: a flow's packets go to one
+// worker, its ICMP errors may go to another.
 func TestLiveConntrack(t *testing.T) {
+	for _, mode := range [][]string{{"--workers", "0"}, {"--workers", "2"}} {
+		t.Run(strings.Join(mode, "="), func(t *testing.T) { testLiveConntrack(t, mode...) })
+	}
+}
+
+func testLiveConntrack(t *testing.T, mode ...string) {
 	tp := newLiveTopo(t)
 	rules := filepath.Join(tp.dir, "rules.v4")
 	writeFile(t, rules, liveStatefulRules)
 	stats := filepath.Join(tp.dir, "stats.json")
 	counters := filepath.Join(tp.dir, "counters.v4")
-	d := tp.startDaemon(t, "--rules", rules, "--hook", "FORWARD", "--queues", "0",
-		"--stats-file", stats, "--counters-file", counters, "--ct-max", "1000")
+	d := tp.startDaemon(t, append([]string{"--rules", rules, "--hook", "FORWARD", "--queues", "0",
+		"--stats-file", stats, "--counters-file", counters, "--ct-max", "1000"}, mode...)...)
 	tp.udpEcho(t, 5353)
 	// A client listening: the server's attempts to reach it are NEW
 	// connections in the wrong direction.
