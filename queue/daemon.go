@@ -181,12 +181,15 @@ type job struct {
 // Daemon is the live filter: readers, workers, hooks, reload and
 // statistics. Create it with New, run it with Run.
 type Daemon struct {
-	cfg    Config
-	log    *slog.Logger
-	rules  atomic.Pointer[Rules]
-	cnt    counters
-	sink   *LogSink
-	ifaces *ifaceCache
+	cfg Config
+	// traffic counts packets and bytes by queue, hook and verdict for the
+	// metrics (one atomic add per packet).
+	traffic *Traffic
+	log     *slog.Logger
+	rules   atomic.Pointer[Rules]
+	cnt     counters
+	sink    *LogSink
+	ifaces  *ifaceCache
 	// ct is the flow table shared by every worker (nil with NoConntrack).
 	ct *conntrack.Table
 
@@ -218,6 +221,9 @@ type Daemon struct {
 
 // New loads and compiles the rules and checks the configuration; nothing
 // touches the kernel until Run.
+// Traffic returns the daemon's per-queue, per-hook traffic counters.
+func (d *Daemon) Traffic() *Traffic { return d.traffic }
+
 func New(cfg Config) (*Daemon, error) {
 	if err := cfg.defaults(); err != nil {
 		return nil, err
@@ -231,7 +237,8 @@ func New(cfg Config) (*Daemon, error) {
 			return nil, fmt.Errorf("%s: no table of the rules has a %s chain (qtables evaluates the chain named after the hook)", cfg.RulesPath, h)
 		}
 	}
-	d := &Daemon{cfg: cfg, log: cfg.Logger, ifaces: newIfaceCache(), latency: newLatencyHistogram()}
+	d := &Daemon{cfg: cfg, log: cfg.Logger, ifaces: newIfaceCache(), latency: newLatencyHistogram(),
+		traffic: NewTraffic(cfg.Hooks.Queues, cfg.Hooks.Hooks)}
 	if !cfg.NoConntrack {
 		d.ct = conntrack.New(conntrack.Config{MaxEntries: cfg.CtMax})
 	}
@@ -949,6 +956,7 @@ func (d *Daemon) handle(w *worker, jb *job) {
 		ft.observe(&j.view, out.Verdict, out.MarkChanged || len(j.Events()) > 0, time.Now().Unix()) {
 		d.cnt.offloaded.Add(1)
 		d.cnt.accepted.Add(1)
+		d.traffic.Count(d.cfg.Hooks.Queues.First+uint16(jb.qi), matchers.Hook(jb.hook), false, len(jb.data))
 		if err := q.Verdict(jb.id, nfRepeat, out.Mark|mask, true); err != nil {
 			d.cnt.verdictErrs.Add(1)
 			d.log.Debug("verdict not taken", "id", jb.id, "err", err)
@@ -963,6 +971,7 @@ func (d *Daemon) handle(w *worker, jb *job) {
 	} else {
 		d.cnt.accepted.Add(1)
 	}
+	d.traffic.Count(d.cfg.Hooks.Queues.First+uint16(jb.qi), matchers.Hook(jb.hook), v == nfDrop, len(jb.data))
 	var err error
 	if out.MarkChanged {
 		d.cnt.marked.Add(1)

@@ -31,6 +31,11 @@ func run(args []string) int {
 	if len(args) > 0 && (args[0] == "--file" || strings.HasPrefix(args[0], "--file=")) {
 		return runIptables(args, os.Stdout, os.Stderr)
 	}
+	// "qtables --control SOCK <iptables arguments>" does the same against
+	// a running daemon's rules.
+	if len(args) > 0 && (args[0] == "--control" || strings.HasPrefix(args[0], "--control=")) {
+		return runControl(args, os.Stdin, os.Stdout, os.Stderr)
+	}
 	root := newRoot()
 	root.SetArgs(args)
 	if err := root.Execute(); err != nil {

@@ -656,6 +656,21 @@ func TestLiveFilter(t *testing.T) {
 	if got := metricValue(t, metrics, `qtables_verdicts_total{verdict="drop"}`); got != st.Dropped {
 		t.Errorf("metrics: %d drops, stats %d", got, st.Dropped)
 	}
+	// The per-queue, per-hook series add up to the same drops.
+	var hookDrops uint64
+	for _, line := range strings.Split(metrics, "\n") {
+		if strings.HasPrefix(line, "qtables_packets_total{") && strings.Contains(line, `verdict="drop"`) {
+			f := strings.Fields(line)
+			n, err := strconv.ParseFloat(f[len(f)-1], 64)
+			if err != nil {
+				t.Fatalf("metrics line %q: %v", line, err)
+			}
+			hookDrops += uint64(n)
+		}
+	}
+	if hookDrops != st.Dropped {
+		t.Errorf("metrics: qtables_packets_total counts %d drops over queues and hooks, stats %d", hookDrops, st.Dropped)
+	}
 	if got := metricValue(t, metrics, `qtables_kernel_queue_dropped_total{queue="1",reason="queue_full"}`); got != 0 {
 		t.Errorf("metrics: kernel queue 1 dropped %d", got)
 	}
