@@ -5,6 +5,8 @@ import (
 	"math/rand/v2"
 	"net"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -80,7 +82,9 @@ func batchTraffic(tb testing.TB, rng *rand.Rand, flows int) (frames [][]byte, ga
 // entry after its batch in both. Every result, the counters and the final
 // table must be identical.
 func TestTrackBatchEqualsTrackInto(t *testing.T) {
-	for _, cfg := range []Config{{Shards: 4}, {Shards: 1, MaxEntries: 40}} {
+	// The default limit (index sized up front), a tiny limit (early drop,
+	// drops), and no limit (indexes and slabs grow during the batches).
+	for _, cfg := range []Config{{Shards: 4}, {Shards: 1, MaxEntries: 40}, {Shards: 2, MaxEntries: -1}} {
 		rng := rand.New(rand.NewPCG(1, 2))
 		frames, gaps := batchTraffic(t, rng, 600)
 		one, batch := New(cfg), New(cfg)
@@ -138,6 +142,57 @@ func TestTrackBatchEqualsTrackInto(t *testing.T) {
 			slices.Contains(infos[:], 0) {
 			t.Fatalf("traffic does not exercise the table: %+v %v", st, infos)
 		}
+	}
+}
+
+// TestTrackBatchConcurrent runs TrackBatch from several goroutines, on
+// flows that are created, confirmed, answered and expire, while Sweep runs
+// beside them: under -race this checks that the prefetch stages' lock-free
+// reads of the index and slab tables only meet atomic writes.
+func TestTrackBatchConcurrent(t *testing.T) {
+	tab := New(Config{Shards: 4, MaxEntries: -1, Timeouts: Timeouts{UDP: time.Second}})
+	const workers, rounds = 4, 60
+	var wg sync.WaitGroup
+	var clock atomic.Int64
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			fs := &flowSet{n: 1 << 12, server: byte(10 + w)}
+			bvs := make([]benchView, 32)
+			views := make([]*packet.View, 32)
+			for i := range bvs {
+				views[i] = &bvs[i].View
+			}
+			results := make([]Result, 32)
+			for r := range rounds {
+				now := t0.Add(time.Duration(clock.Add(1)) * 50 * time.Millisecond)
+				for i := range bvs {
+					fs.fill(&bvs[i], (r*7+i)%fs.n, (r+i)%3 == 0)
+				}
+				tab.TrackBatch(views, now, results)
+				for i := range results {
+					if i%5 == 0 {
+						results[i].Discard()
+					} else {
+						results[i].Confirm(now)
+					}
+				}
+			}
+		}()
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for clock.Load() < workers*rounds {
+			tab.Sweep(t0.Add(time.Duration(clock.Load()) * 50 * time.Millisecond))
+		}
+	}()
+	wg.Wait()
+	<-done
+	checkInvariants(t, tab)
+	if st := tab.Stats(); st.Inserted == 0 || st.Found == 0 || st.Expired == 0 {
+		t.Fatalf("not exercised: %+v", st)
 	}
 }
 

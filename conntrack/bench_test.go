@@ -87,7 +87,7 @@ const million = 1 << 20
 
 // BenchmarkTrackEstablished is lookup-and-update of an established flow:
 // parse, hash, lock, probe, state update, copy out. With 1K flows the
-// table is in cache and this is the CPU cost. With 1M flows (240 MB) the
+// table is in cache and this is the CPU cost. With 1M flows (216 MB) the
 // access pattern decides: "sequential" walks flows in creation order,
 // "zipf" draws them with Zipf-distributed popularity (s=1.1, as real
 // traffic concentrates on few flows), "uniform" draws every flow equally
