@@ -145,25 +145,7 @@ func (t *ConnmarkTarget) writeShift(b *strings.Builder, prefix string) {
 func (t *ConnmarkTarget) List(b *strings.Builder, _ bool) {
 	switch t.Mode {
 	case ConnmarkSet:
-		switch {
-		case t.CtMark == 0:
-			b.WriteString(" CONNMARK and ")
-			WriteHex(b, ^t.CtMask)
-		case t.CtMark == t.CtMask:
-			b.WriteString(" CONNMARK or ")
-			WriteHex(b, t.CtMark)
-		case t.CtMask == 0:
-			b.WriteString(" CONNMARK xor ")
-			WriteHex(b, t.CtMark)
-		case t.CtMask == 0xffffffff:
-			b.WriteString(" CONNMARK set ")
-			WriteHex(b, t.CtMark)
-		default:
-			b.WriteString(" CONNMARK xset ")
-			WriteHex(b, t.CtMark)
-			b.WriteByte('/')
-			WriteHex(b, t.CtMask)
-		}
+		listXmark(b, " CONNMARK ", t.CtMark, t.CtMask)
 	case ConnmarkSave:
 		b.WriteString(" CONNMARK save")
 		t.listMasks(b, "nfmask ", t.NfMask, " ctmask ~", t.CtMask)

@@ -48,24 +48,33 @@ func (t *MarkTarget) Save(b *strings.Builder) {
 // List prints what libxt_MARK prints for -L: the simplest of and/or/xor/set
 // that describes (Value, Mask), tried in that order, else xset.
 func (t *MarkTarget) List(b *strings.Builder, numeric bool) {
+	listXmark(b, " MARK ", t.Value, t.Mask)
+}
+
+// listXmark prints a (value, mask) mark operation as libxt_MARK and
+// libxt_CONNMARK print it for -L: the simplest of and/or/xor/set that
+// describes it, tried in that order, else xset; name is " MARK " or
+// " CONNMARK ".
+func listXmark(b *strings.Builder, name string, value, mask uint32) {
+	b.WriteString(name)
 	switch {
-	case t.Value == 0:
-		b.WriteString(" MARK and ")
-		WriteHex(b, ^t.Mask)
-	case t.Value == t.Mask:
-		b.WriteString(" MARK or ")
-		WriteHex(b, t.Value)
-	case t.Mask == 0:
-		b.WriteString(" MARK xor ")
-		WriteHex(b, t.Value)
-	case t.Mask == 0xffffffff:
-		b.WriteString(" MARK set ")
-		WriteHex(b, t.Value)
+	case value == 0:
+		b.WriteString("and ")
+		WriteHex(b, ^mask)
+	case value == mask:
+		b.WriteString("or ")
+		WriteHex(b, value)
+	case mask == 0:
+		b.WriteString("xor ")
+		WriteHex(b, value)
+	case mask == 0xffffffff:
+		b.WriteString("set ")
+		WriteHex(b, value)
 	default:
-		b.WriteString(" MARK xset ")
-		WriteHex(b, t.Value)
+		b.WriteString("xset ")
+		WriteHex(b, value)
 		b.WriteByte('/')
-		WriteHex(b, t.Mask)
+		WriteHex(b, mask)
 	}
 }
 
