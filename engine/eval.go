@@ -2,8 +2,9 @@ package engine
 
 import (
 	"fmt"
-
 	"net/netip"
+	"os"
+	"unsafe"
 
 	"github.com/qtables/qtables/matchers"
 )
@@ -20,6 +21,12 @@ type TableProgram struct {
 	Name    string
 	chains  []progChain
 	builtin [5]int32 // chain index per hook, -1 when the table lacks it
+	// classified is set when a chain has a classifier; verify when every
+	// evaluation is checked against linear evaluation (CompileOptions).
+	classified, verify bool
+	// stateful is set when a rule has a match that changes state when
+	// evaluated, so the verifier cannot evaluate packets twice.
+	stateful bool
 }
 
 type progChain struct {
@@ -28,6 +35,8 @@ type progChain struct {
 	policy   matchers.Verdict
 	counters *Counters
 	rules    []progRule
+	// cls finds candidate rules; nil for chains evaluated linearly.
+	cls *classifier
 }
 
 // progRule is a rule laid out for evaluation: the header fields the kernel
@@ -48,13 +57,46 @@ type progRule struct {
 	num                        int   // 1-based rule number in its chain
 	counters                   *Counters
 	rule                       *Rule
+	// stop is the index of the first match the classifier does not index
+	// (nor anything after it), for the verifier: a rule the classifier
+	// skips must fail before it.
+	stop int32
 }
 
-// Compile builds the Program for rs.
+// CompileOptions tune Compile. The zero value is what Compile uses, except
+// that Compile also reads QTABLES_VERIFY_CLASSIFIER from the environment.
+type CompileOptions struct {
+	// Linear disables the classifier: every chain is walked rule by rule.
+	Linear bool
+	// MinRules is the smallest chain that gets a classifier (0 means
+	// DefaultMinRules); shorter chains are walked rule by rule, which is
+	// faster for them.
+	MinRules int
+	// Verify evaluates every packet both through the classifier and
+	// linearly and panics on any difference (a debugging aid, slow).
+	Verify bool
+}
+
+// DefaultMinRules is the chain length from which a chain is classified
+// (measured: see engine/design-classifier.md).
+const DefaultMinRules = 16
+
+// Compile builds the Program for rs. Chains of DefaultMinRules rules or
+// more get a classifier; QTABLES_VERIFY_CLASSIFIER=1 in the environment
+// turns on CompileOptions.Verify.
 func Compile(rs *Ruleset) (*Program, error) {
+	return CompileWith(rs, CompileOptions{Verify: os.Getenv("QTABLES_VERIFY_CLASSIFIER") == "1"})
+}
+
+// CompileWith builds the Program for rs with options opt.
+func CompileWith(rs *Ruleset, opt CompileOptions) (*Program, error) {
+	if opt.MinRules <= 0 {
+		opt.MinRules = DefaultMinRules
+	}
 	p := &Program{}
+	mcache := map[string]matchCons{}
 	for _, t := range rs.Tables {
-		tp := &TableProgram{Name: t.Name, builtin: [5]int32{-1, -1, -1, -1, -1}}
+		tp := &TableProgram{Name: t.Name, builtin: [5]int32{-1, -1, -1, -1, -1}, verify: opt.Verify}
 		index := map[string]int32{}
 		for i, c := range t.Chains {
 			index[c.Name] = int32(i)
@@ -82,7 +124,17 @@ func Compile(rs *Ruleset) (*Program, error) {
 					}
 					pr.jump = idx
 				}
+				pr.stop = int32(len(pr.matches))
 				pc.rules = append(pc.rules, pr)
+			}
+			if !opt.Linear && len(c.Rules) >= opt.MinRules {
+				pc.cls = buildClassifier(c.Rules, pc.rules, mcache)
+				tp.classified = tp.classified || pc.cls != nil
+			}
+			for _, r := range c.Rules {
+				for _, m := range r.Matches {
+					tp.stateful = tp.stateful || !statelessMatches[m.Name]
+				}
 			}
 			tp.chains = append(tp.chains, pc)
 		}
@@ -99,6 +151,35 @@ func (p *Program) Table(name string) *TableProgram {
 		}
 	}
 	return nil
+}
+
+// CompiledBytes returns the memory the Program's evaluation structures
+// hold: every rule's evaluation record and every classifier's bitmaps and
+// lookup tables. The match and target extensions, which the Program
+// shares with its Ruleset, are not counted.
+func (p *Program) CompiledBytes() int {
+	n := 0
+	for _, t := range p.tables {
+		n += t.CompiledBytes()
+	}
+	return n
+}
+
+// CompiledBytes returns the memory table tp's evaluation structures hold
+// (see Program.CompiledBytes).
+func (tp *TableProgram) CompiledBytes() int {
+	n := int(unsafe.Sizeof(*tp))
+	for i := range tp.chains {
+		ch := &tp.chains[i]
+		n += int(unsafe.Sizeof(*ch)) + len(ch.rules)*int(unsafe.Sizeof(progRule{}))
+		for j := range ch.rules {
+			n += len(ch.rules[j].matches) * int(unsafe.Sizeof(matchers.Match(nil)))
+		}
+		if ch.cls != nil {
+			n += ch.cls.size
+		}
+	}
+	return n
 }
 
 // Result is the outcome of one table traversal.
@@ -149,7 +230,30 @@ func (tp *TableProgram) HasHook(h matchers.Hook) bool {
 // Eval traverses the table from the built-in chain of c.Hook, as the
 // kernel's ipt_do_table does, updating counters, c.Mark and c.Events.
 // tr may be nil. The packet must be IPv4 (c.Pkt.Class == ClassOK).
+//
+// Classified chains are searched through their classifier, which skips
+// only rules that would fail without effect; a tracer sees every rule,
+// so tracing walks every chain linearly.
 func (tp *TableProgram) Eval(c *matchers.Context, tr Tracer) Result {
+	switch {
+	case tr != nil || !tp.classified:
+		return tp.eval(c, tr, evalCount)
+	case tp.verify:
+		return tp.evalVerify(c)
+	}
+	return tp.eval(c, nil, evalCount|evalClassify)
+}
+
+// evalMode selects how eval runs.
+type evalMode uint8
+
+const (
+	evalCount    evalMode = 1 << iota // update counters
+	evalClassify                      // use the chains' classifiers
+	evalVerify                        // check every rule the classifiers skip
+)
+
+func (tp *TableProgram) eval(c *matchers.Context, tr Tracer, mode evalMode) Result {
 	start := tp.builtin[c.Hook]
 	var stackBuf [16]frame
 	stack := stackBuf[:0]
@@ -157,19 +261,35 @@ func (tp *TableProgram) Eval(c *matchers.Context, tr Tracer) Result {
 	ri := int32(0)
 	length := c.Pkt.Len
 	src, dst := addrBits(c.Pkt.Src), addrBits(c.Pkt.Dst)
+	count := mode&evalCount != 0
+	// rows are the classifier lookups of chain rowsChain for this packet,
+	// valid until a target may have changed it (-1: none).
+	var rows rowSet
+	rowsChain := int32(-1)
 	for {
 		ch := &tp.chains[ci]
+		if cl := ch.cls; cl != nil && mode&evalClassify != 0 && int(ri) < len(ch.rules) {
+			if rowsChain != ci {
+				cl.lookup(c, src, dst, &rows)
+				rowsChain = ci
+			}
+			next := int32(cl.first(&rows, int(ri)))
+			if mode&evalVerify != 0 {
+				ch.verifySkip(c, src, dst, ri, next)
+			}
+			ri = next
+		}
 		if int(ri) >= len(ch.rules) {
 			// End of chain: policy of a built-in chain, implicit RETURN of
 			// a user chain.
 			if ch.builtin {
-				return tp.policy(ci, length, tr)
+				return tp.policy(ci, length, tr, count)
 			}
 			if tr != nil {
 				tr(Step{Kind: StepReturn, Chain: ch.name, Num: len(ch.rules) + 1, Matched: true})
 			}
 			if len(stack) == 0 {
-				return tp.policy(start, length, tr)
+				return tp.policy(start, length, tr, count)
 			}
 			f := stack[len(stack)-1]
 			stack = stack[:len(stack)-1]
@@ -191,7 +311,9 @@ func (tp *TableProgram) Eval(c *matchers.Context, tr Tracer) Result {
 			ri++
 			continue
 		}
-		r.counters.Add(length)
+		if count {
+			r.counters.Add(length)
+		}
 		if tr != nil {
 			tr(Step{Kind: StepRule, Chain: ch.name, Num: r.num, Rule: r.rule, Matched: true})
 		}
@@ -202,10 +324,10 @@ func (tp *TableProgram) Eval(c *matchers.Context, tr Tracer) Result {
 			return Result{Verdict: r.verdict, Chain: ch.name, Rule: r.num}
 		case TargetReturn:
 			if ch.builtin {
-				return tp.policy(ci, length, tr)
+				return tp.policy(ci, length, tr, count)
 			}
 			if len(stack) == 0 {
-				return tp.policy(start, length, tr)
+				return tp.policy(start, length, tr, count)
 			}
 			f := stack[len(stack)-1]
 			stack = stack[:len(stack)-1]
@@ -224,14 +346,19 @@ func (tp *TableProgram) Eval(c *matchers.Context, tr Tracer) Result {
 			if v != matchers.Continue {
 				return Result{Verdict: v, Chain: ch.name, Rule: r.num}
 			}
+			// The target may have changed what later rules see (MARK
+			// sets c.Mark): look the packet up again.
+			rowsChain = -1
 			ri++
 		}
 	}
 }
 
-func (tp *TableProgram) policy(ci int32, length int, tr Tracer) Result {
+func (tp *TableProgram) policy(ci int32, length int, tr Tracer, count bool) Result {
 	ch := &tp.chains[ci]
-	ch.counters.Add(length)
+	if count {
+		ch.counters.Add(length)
+	}
 	if tr != nil {
 		tr(Step{Kind: StepPolicy, Chain: ch.name, Num: len(ch.rules) + 1, Matched: true})
 	}
