@@ -57,9 +57,9 @@ type classifier struct {
 // rules. Smaller chunks make the summary more precise (a chunk in which
 // every field holds some rule but no rule is in all is visited for
 // nothing) at the cost of a longer summary.
-type chunk = uint16
+type chunk = uint32
 
-const chunkBits = 16
+const chunkBits = 32
 
 // chunkAt returns chunk c of the dense bitmap b.
 func chunkAt(b []uint64, c int) chunk {

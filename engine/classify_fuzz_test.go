@@ -74,20 +74,30 @@ func (z *fuzzBytes) addrOpt(opt string) string {
 		// A non-contiguous mask.
 		return fmt.Sprintf(" %s%s %s/255.0.255.0", neg, opt, z.addr())
 	default:
-		return fmt.Sprintf(" %s%s %s/%d", neg, opt, z.addr(), []int{0, 8, 16, 24, 25, 31, 32}[z.n(7)])
+		l := []int{0, 8, 16, 24, 25, 31, 32}[z.n(7)]
+		if l == 0 {
+			neg = "" // the kernel refuses "! -s 0/0"
+		}
+		return fmt.Sprintf(" %s%s %s/%d", neg, opt, z.addr(), l)
 	}
 }
 
-func (z *fuzzBytes) port() string {
+// port returns a port or range; udp accepts reversed ranges, which hold
+// no port.
+func (z *fuzzBytes) port(reversed bool) string {
 	p := []uint16{0, 1, 22, 53, 80, 443, 1023, 1024, 65535}
 	a, b := p[z.n(len(p))], p[z.n(len(p))]
-	switch z.n(3) {
+	switch z.n(4) {
 	case 0:
 		return fmt.Sprint(a)
 	case 1:
-		return fmt.Sprintf("%d:%d", min(a, b), max(a, b))
+		return fmt.Sprintf("%d:", a)
+	case 2:
+		if reversed {
+			return fmt.Sprintf("%d:%d", a, b)
+		}
 	}
-	return fmt.Sprintf("%d:%d", a, b) // maybe reversed
+	return fmt.Sprintf("%d:%d", min(a, b), max(a, b))
 }
 
 func (z *fuzzBytes) neg() string {
@@ -137,10 +147,10 @@ func (z *fuzzBytes) rule(later []string) string {
 			case "tcp":
 				b.WriteString(" -m tcp")
 				if z.n(3) != 0 {
-					fmt.Fprintf(&b, "%s --sport %s", z.neg(), z.port())
+					fmt.Fprintf(&b, "%s --sport %s", z.neg(), z.port(false))
 				}
 				if z.n(3) != 0 {
-					fmt.Fprintf(&b, "%s --dport %s", z.neg(), z.port())
+					fmt.Fprintf(&b, "%s --dport %s", z.neg(), z.port(false))
 				}
 				switch z.n(5) {
 				case 0:
@@ -153,10 +163,10 @@ func (z *fuzzBytes) rule(later []string) string {
 			case "udp":
 				b.WriteString(" -m udp")
 				if z.n(3) != 0 {
-					fmt.Fprintf(&b, "%s --sport %s", z.neg(), z.port())
+					fmt.Fprintf(&b, "%s --sport %s", z.neg(), z.port(true))
 				}
 				if z.n(3) != 0 {
-					fmt.Fprintf(&b, "%s --dport %s", z.neg(), z.port())
+					fmt.Fprintf(&b, "%s --dport %s", z.neg(), z.port(true))
 				}
 			case "icmp":
 				fmt.Fprintf(&b, " -m icmp%s --icmp-type %s", z.neg(), z.pick("any", "8", "0", "3", "3/1", "11/0", "5"))
@@ -298,7 +308,14 @@ func differential(t *testing.T, rules string, z *fuzzBytes, packets int) {
 		}{{&cl, lin}, {&cc, cls}, {&cv, ver}} {
 			x.c.Reset()
 			x.c.Pkt, x.c.Hook, x.c.Table, x.c.In, x.c.Out, x.c.Mark, x.c.Now = &v, matchers.HookForward, "filter", in, out, mark, now
-			res[k] = x.p.Table("filter").Eval(x.c, nil)
+			func() {
+				defer func() {
+					if e := recover(); e != nil {
+						t.Fatalf("packet %d: %v\nrules:\n%s", i, e, rules)
+					}
+				}()
+				res[k] = x.p.Table("filter").Eval(x.c, nil)
+			}()
 		}
 		for k, c := range []*matchers.Context{&cc, &cv} {
 			what := []string{"classified", "verifying"}[k]
