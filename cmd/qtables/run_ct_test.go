@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/qtables/qtables/engine"
-	"github.com/qtables/qtables/internal/netns"
 )
 
 // liveStatefulRules is a stateful firewall in the router's FORWARD:
@@ -32,53 +31,6 @@ const liveStatefulRules = `*filter
 -A FORWARD -p udp -m conntrack --ctstate NEW -m udp --dport 5353 -j ACCEPT
 COMMIT
 `
-
-// listen opens a TCP listener on addr inside ns.
-func listenIn(t *testing.T, ns *netns.Namespace, addr netip.AddrPort) net.Listener {
-	t.Helper()
-	var ln net.Listener
-	if err := ns.Do(func() (err error) {
-		ln, err = net.Listen("tcp4", addr.String())
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
-	return ln
-}
-
-// udpEcho answers every datagram to the server's port with "echo " and
-// its payload.
-func (tp *liveTopo) udpEcho(t *testing.T, port uint16) {
-	t.Helper()
-	var pc net.PacketConn
-	if err := tp.server.Do(func() (err error) {
-		pc, err = net.ListenPacket("udp4", netip.AddrPortFrom(serverAddr, port).String())
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { pc.Close() })
-	go func() {
-		buf := make([]byte, 1500)
-		for {
-			n, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			pc.WriteTo(append([]byte("echo "), buf[:n]...), from)
-		}
-	}()
-}
 
 // udpAsk sends one datagram from the client and waits for the echo.
 func (tp *liveTopo) udpAsk(port uint16, msg string, timeout time.Duration) error {
@@ -122,10 +74,10 @@ func testLiveConntrack(t *testing.T, mode ...string) {
 	counters := filepath.Join(tp.dir, "counters.v4")
 	d := tp.startDaemon(t, append([]string{"--rules", rules, "--hook", "FORWARD", "--queues", "0",
 		"--stats-file", stats, "--counters-file", counters, "--ct-max", "1000"}, mode...)...)
-	tp.udpEcho(t, 5353)
+	serveUDPEcho(t, tp.server, serverAddr, 5353)
 	// A client listening: the server's attempts to reach it are NEW
 	// connections in the wrong direction.
-	listenIn(t, tp.client, netip.AddrPortFrom(clientAddr, 9000))
+	serveTCPAccept(t, tp.client, clientAddr, 9000)
 
 	// TCP to port 80: the SYN is NEW, every later packet ESTABLISHED.
 	if err := tp.dial(80, acceptTimeout); err != nil {

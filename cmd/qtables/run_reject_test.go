@@ -14,58 +14,7 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/qtables/qtables/internal/netns"
 )
-
-// serveUDPEcho answers every datagram on addr:port inside ns with "echo "
-// and the datagram.
-func serveUDPEcho(t *testing.T, ns *netns.Namespace, addr netip.Addr, port uint16) {
-	t.Helper()
-	var c net.PacketConn
-	if err := ns.Do(func() error {
-		var err error
-		c, err = net.ListenPacket("udp4", netip.AddrPortFrom(addr, port).String())
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	go func() {
-		buf := make([]byte, 2048)
-		for {
-			n, from, err := c.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			c.WriteTo(append([]byte("echo "), buf[:n]...), from)
-		}
-	}()
-}
-
-// serveTCPAccept accepts connections on addr:port inside ns and closes
-// them: a dial that reaches it succeeds.
-func serveTCPAccept(t *testing.T, ns *netns.Namespace, addr netip.Addr, port uint16) {
-	t.Helper()
-	var ln net.Listener
-	if err := ns.Do(func() error {
-		var err error
-		ln, err = net.Listen("tcp4", netip.AddrPortFrom(addr, port).String())
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
-}
 
 // dialErr connects from the client to dst:port and returns the error (nil
 // when the connection is established) and how long it took.
