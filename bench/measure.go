@@ -92,6 +92,40 @@ func NewWorkload(rs *engine.Ruleset, table, chain, in, out string, frames []Fram
 	return w, nil
 }
 
+// CompileStats is what compiling a Workload's rule set costs.
+type CompileStats struct {
+	// Bytes is the compiled Program's size (Program.CompiledBytes): the
+	// rule records and the classifiers' tables.
+	Bytes int
+	// Time is the median wall time of Runs compiles of the parsed rule
+	// set, from the Ruleset to a Program ready to evaluate.
+	Time time.Duration
+	Runs int
+}
+
+// MeasureCompile compiles the rule set again, as NewWorkload did, up to
+// runs times (at least once; it stops early once budget is spent, so a
+// slow set is not compiled over and over) and returns the median time
+// and the compiled size. The Workload keeps its own Program.
+func (w *Workload) MeasureCompile(runs int, budget time.Duration) (CompileStats, error) {
+	runs = max(runs, 1)
+	var times []time.Duration
+	var spent time.Duration
+	var p *engine.Program
+	for len(times) < runs && (len(times) == 0 || spent < budget) {
+		start := time.Now()
+		var err error
+		if p, err = engine.Compile(w.Rules); err != nil {
+			return CompileStats{}, err
+		}
+		d := time.Since(start)
+		times = append(times, d)
+		spent += d
+	}
+	sort.Slice(times, func(i, j int) bool { return times[i] < times[j] })
+	return CompileStats{Bytes: p.CompiledBytes(), Time: times[len(times)/2], Runs: len(times)}, nil
+}
+
 // Packets is the number of packets evaluated per pass.
 func (w *Workload) Packets() int { return len(w.Index) }
 

@@ -300,3 +300,40 @@ func TestPlotSVG(t *testing.T) {
 		t.Error("empty plot: no error")
 	}
 }
+
+// TestMeasureCompile: the compiled size is the Workload's own Program's,
+// it grows with the rules, the time is positive, and the run count keeps
+// to what was asked and to the budget.
+func TestMeasureCompile(t *testing.T) {
+	var prev CompileStats
+	for _, n := range []int{10, 1000} {
+		rs, _, ps, err := Generated(RuleSpec{Kind: "acl", Rules: n, Seed: 1, Actions: "accept", Policy: "DROP"}, "FORWARD", TrafficSpec{Packets: 100, Seed: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		w, err := NewWorkload(rs, "filter", "FORWARD", "", "", FramesOf(ps))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cs, err := w.MeasureCompile(3, time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cs.Runs != 3 || cs.Time <= 0 || cs.Bytes != w.Program.CompiledBytes() {
+			t.Errorf("%d rules: %+v, want 3 runs, a time and the Workload's %d bytes", n, cs, w.Program.CompiledBytes())
+		}
+		if cs.Bytes <= prev.Bytes {
+			t.Errorf("%d rules: %d bytes, not more than %d at fewer rules", n, cs.Bytes, prev.Bytes)
+		}
+		prev = cs
+	}
+	// A spent budget stops after the first compile.
+	rs := loadRules(t, userRules)
+	w, err := NewWorkload(rs, "filter", "FORWARD", "", "eth1", testFrames(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cs, err := w.MeasureCompile(5, time.Nanosecond); err != nil || cs.Runs != 1 {
+		t.Errorf("1 ns budget: %+v, %v, want 1 run", cs, err)
+	}
+}
