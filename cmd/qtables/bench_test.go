@@ -36,7 +36,7 @@ func runBenchCmd(t *testing.T, args ...string) (string, string, int) {
 	return out.String(), errb.String(), code
 }
 
-var benchKeys = []string{"rules", "packets", "pps", "pps_per_core", "ns_per_packet", "cpu_ns_per_packet", "cpu_share", "ns_p50", "ns_p99", "allocs_per_packet", "workers", "top_rules"}
+var benchKeys = []string{"rules", "packets", "pps", "pps_per_core", "ns_per_packet", "cpu_ns_per_packet", "cpu_share", "ns_p50", "ns_p99", "allocs_per_packet", "workers", "top_rules", "compiled_bytes", "compile_ms", "compile_runs"}
 
 func assertBenchRecord(t *testing.T, rec map[string]any) {
 	t.Helper()
@@ -53,6 +53,18 @@ func assertBenchRecord(t *testing.T, rec map[string]any) {
 	}
 	if ns, _ := rec["ns_per_packet"].(float64); ns <= 0 {
 		t.Errorf("ns_per_packet %v", rec["ns_per_packet"])
+	}
+	// Every rule costs at least its record; a compile takes some time
+	// (compile_ms has µs resolution) and is timed 1 to 3 times.
+	rules, _ := rec["rules"].(float64)
+	if b, _ := rec["compiled_bytes"].(float64); b < 8*rules || b <= 0 {
+		t.Errorf("compiled_bytes %v for %v rules", rec["compiled_bytes"], rules)
+	}
+	if ms, _ := rec["compile_ms"].(float64); ms <= 0 {
+		t.Errorf("compile_ms %v", rec["compile_ms"])
+	}
+	if n, _ := rec["compile_runs"].(float64); n < 1 || n > 3 {
+		t.Errorf("compile_runs %v", rec["compile_runs"])
 	}
 }
 
@@ -88,7 +100,7 @@ func TestBenchWorkersAndTable(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errs)
 	}
-	for _, want := range []string{"30 rules reachable from filter FORWARD", "first match: 300/300 packets agree", "workers", "allocs/pkt", "speedup", "rules compared per packet"} {
+	for _, want := range []string{"30 rules reachable from filter FORWARD", "first match: 300/300 packets agree", "compiled:  ", " ms (median of 3 compiles)", "workers", "allocs/pkt", "speedup", "rules compared per packet"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("no %q in\n%s", want, out)
 		}
@@ -131,6 +143,21 @@ func TestBenchSweepAndPlot(t *testing.T) {
 		if recs[i]["rules"] != want {
 			t.Errorf("record %d has %v rules, want %v (sizes sorted)", i, recs[i]["rules"], want)
 		}
+	}
+	// The compiled size grows with the rules, and faster than they do
+	// from 16 rules on, where chains get a classifier: the 10-rule set
+	// is only its rule records, 100 times fewer than at 1000 rules.
+	size := func(i int) float64 { b, _ := recs[i]["compiled_bytes"].(float64); return b }
+	if !(size(0) < size(1) && size(1) < size(2)) {
+		t.Errorf("compiled sizes %v, %v, %v at 10, 100, 1000 rules: not growing", size(0), size(1), size(2))
+	}
+	if size(2) <= 100*size(0) {
+		t.Errorf("10 rules: %v bytes, 1000 rules: %v: no sign of the classifier", size(0), size(2))
+	}
+	// The table has the same columns.
+	out, errs, code = runBenchCmd(t, "bench", "--gen", "ipc", "--traffic", "packets=400", "--sweep", "rules=10,100", "--duration", "20ms")
+	if code != 0 || !strings.Contains(out, "compiled") || !strings.Contains(out, "compile ms") || !strings.Contains(out, "KiB") {
+		t.Errorf("sweep table without compiled size and time (exit %d, %s):\n%s", code, errs, out)
 	}
 	svg, err := os.ReadFile(plot)
 	if err != nil {
