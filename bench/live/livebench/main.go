@@ -74,7 +74,9 @@ func main() {
 	flag.IntVar(&o.rounds, "rounds", 3, "rounds over all consumers")
 	flag.IntVar(&o.pings, "pings", 2000, "request/reply pairs for the latency")
 	flag.StringVar(&o.out, "out", "out/bench-live.md", "write the result table here too")
-	flag.StringVar(&o.only, "only", "", "comma-separated consumer names to run (default all)")
+	flag.StringVar(&o.only, "only", "", "comma-separated consumer names to run, of both tables (default all)")
+	flag.IntVar(&o.rules, "rules", 10000, "rule-set comparison (kernel iptables-legacy, iptables-nft, qtables) with this many rules; 0: off")
+	flag.StringVar(&o.ruleset, "ruleset", "auto", "its rules: a ClassBench file, gen:acl|fw|ipc (the generator), or auto ("+defaultClassBench+" if present, else gen:acl)")
 	flag.Parse()
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "bench-live:", err)
@@ -87,6 +89,8 @@ type options struct {
 	duration           time.Duration
 	rounds, pings      int
 	out, only          string
+	rules              int
+	ruleset            string
 }
 
 // consumer is one thing under test.
@@ -161,6 +165,13 @@ func run(o options) error {
 			return fmt.Errorf("%s: %w (make bench-live builds it)", p, err)
 		}
 	}
+	if o.rules > 0 {
+		for _, p := range []string{"iptables-legacy-restore", "iptables-legacy-save", "iptables-nft-restore", "iptables-nft-save"} {
+			if _, err := exec.LookPath(p); err != nil {
+				return fmt.Errorf("-rules needs %s (Debian's iptables package; scripts/deps.sh bench-live installs it)", p)
+			}
+		}
+	}
 	if _, err := netns.CleanStale(nsPrefix); err != nil {
 		return err
 	}
@@ -171,57 +182,36 @@ func run(o options) error {
 	}
 	defer os.RemoveAll(b.dir)
 	// Every exit path deletes the namespaces, a signal included.
-	var nss []*netns.Namespace
-	cleanup := func() {
-		for _, n := range nss {
-			n.Close()
-		}
-	}
-	defer cleanup()
+	reg := &nsRegistry{}
+	defer reg.closeAll()
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
 	go func() {
 		<-sig
-		cleanup()
+		reg.closeAll()
 		os.Exit(1)
 	}()
-	for _, p := range []struct {
-		ns   **netns.Namespace
-		role string
-	}{{&b.sender, "sender"}, {&b.router, "router"}, {&b.sink, "sink"}} {
-		if *p.ns, err = netns.New(nsPrefix, p.role); err != nil {
-			return err
-		}
-		nss = append(nss, *p.ns)
-	}
-	if err := b.topology(); err != nil {
-		return err
-	}
 	consumers := b.consumers()
 	if o.only != "" {
 		want := strings.Split(o.only, ",")
 		consumers = slices.DeleteFunc(consumers, func(c consumer) bool { return !slices.Contains(want, c.name) })
 	}
-	stopEcho, err := b.serveEcho()
-	if err != nil {
-		return err
-	}
-	defer stopEcho()
-
-	results := map[string][]result{}
-	key := func(c consumer) string { return c.name + "/" + strconv.Itoa(c.queues) }
-	for round := 1; round <= o.rounds; round++ {
-		for _, c := range consumers {
-			r, err := b.measure(c)
-			if err != nil {
-				return fmt.Errorf("%s, %d queue(s): %w", c.name, c.queues, err)
-			}
-			fmt.Fprintf(os.Stderr, "round %d: %-22s %d queue(s): %9.0f packets/s, consumer CPU %v/packet, RTT p50 %v p99 %v\n",
-				round, c.name, c.queues, r.pps, r.cpu, r.p50, r.p99)
-			results[key(c)] = append(results[key(c)], r)
+	var table string
+	if len(consumers) > 0 {
+		if table, err = b.runBase(consumers, reg); err != nil {
+			return err
 		}
 	}
-	table := report(consumers, results, key, o)
+	if o.rules > 0 {
+		rt, err := runRules(o, b.dir, reg)
+		if err != nil {
+			return err
+		}
+		if table != "" {
+			table += "\n"
+		}
+		table += rt
+	}
 	fmt.Print(table)
 	if o.out != "" {
 		if err := os.MkdirAll(filepath.Dir(o.out), 0o755); err == nil {
@@ -229,6 +219,46 @@ func run(o options) error {
 		}
 	}
 	return nil
+}
+
+// runBase measures consumers in one set of namespaces and returns the
+// table.
+func (b *bench) runBase(consumers []consumer, reg *nsRegistry) (string, error) {
+	for _, p := range []struct {
+		ns   **netns.Namespace
+		role string
+	}{{&b.sender, "sender"}, {&b.router, "router"}, {&b.sink, "sink"}} {
+		n, err := netns.New(nsPrefix, p.role)
+		if err != nil {
+			return "", err
+		}
+		reg.add(n)
+		defer reg.close(n)
+		*p.ns = n
+	}
+	if err := b.topology(); err != nil {
+		return "", err
+	}
+	stopEcho, err := b.serveEcho()
+	if err != nil {
+		return "", err
+	}
+	defer stopEcho()
+
+	results := map[string][]result{}
+	key := func(c consumer) string { return c.name + "/" + strconv.Itoa(c.queues) }
+	for round := 1; round <= b.o.rounds; round++ {
+		for _, c := range consumers {
+			r, err := b.measure(c)
+			if err != nil {
+				return "", fmt.Errorf("%s, %d queue(s): %w", c.name, c.queues, err)
+			}
+			fmt.Fprintf(os.Stderr, "round %d: %-22s %d queue(s): %9.0f packets/s, consumer CPU %v/packet, RTT p50 %v p99 %v\n",
+				round, c.name, c.queues, r.pps, r.cpu, r.p50, r.p99)
+			results[key(c)] = append(results[key(c)], r)
+		}
+	}
+	return report(consumers, results, key, b.o), nil
 }
 
 func must(err error) {
