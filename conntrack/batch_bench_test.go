@@ -14,7 +14,10 @@ import (
 // one packet at a time (TrackInto, "single") with TrackBatch at batch
 // sizes 1, 8, 16 and 32, side by side, with Zipf (s=1.1) and uniform flow
 // popularity, on 1M flows (far larger than the CPU caches: 200 MB of slab,
-// 16 MB of index) and on 1K flows (all in cache: the CPU cost alone).
+// 16 MB of index) and on 1K flows (all in cache: the CPU cost alone),
+// each on a table on the Go heap ("mem=heap", 4 KiB pages) and right
+// after on one with the default memory ("mem=huge", 2 MiB pages for a
+// table this large).
 //
 // ns/op is per packet and includes building the packet's View (as a
 // decoder leaves it; BenchmarkFillView measures that part alone).
@@ -27,8 +30,10 @@ func BenchmarkTrackBatch(b *testing.B) {
 		n    int
 	}{{"1M", million}, {"1K", 1 << 10}} {
 		fs := newUDPFlows(size.n)
-		tab := New(Config{MaxEntries: -1})
-		fs.establish(b, tab, t0)
+		// The same flows in a table on the Go heap (4 KiB pages) and in
+		// one on huge pages (the default for a table this large), so
+		// that each case runs on both, one right after the other.
+		tabs := memTables(b, size.n, fs)
 		now := t0.Add(3 * time.Second)
 		for _, mode := range []string{"zipf", "uniform"} {
 			rng := rand.New(rand.NewPCG(7, 7))
@@ -46,12 +51,45 @@ func BenchmarkTrackBatch(b *testing.B) {
 				if batch > 0 {
 					name = "batch=" + strconv.Itoa(batch)
 				}
-				b.Run("flows="+size.name+"/"+mode+"/"+name, func(b *testing.B) {
-					benchBatch(b, tab, fs, seq, now, batch)
-				})
+				for _, mt := range tabs {
+					b.Run("flows="+size.name+"/"+mode+"/"+name+"/mem="+mt.name, func(b *testing.B) {
+						benchBatch(b, mt.tab, fs, seq, now, batch)
+					})
+				}
 			}
 		}
+		for _, mt := range tabs {
+			mt.tab.Close()
+		}
 	}
+}
+
+// memTable is a benchmark table and the name of its memory.
+type memTable struct {
+	name string
+	tab  *Table
+}
+
+// memTables returns two tables holding fs's n flows, established: one
+// with Config.HeapMemory ("heap") and one with the default memory
+// ("huge": 2 MiB pages once the table is large enough). The caller closes
+// them.
+func memTables(b *testing.B, n int, fs *flowSet) []memTable {
+	var tabs []memTable
+	for _, heap := range []bool{true, false} {
+		tab := New(Config{MaxEntries: -1, HeapMemory: heap})
+		fs.establish(b, tab, t0)
+		name := "huge"
+		if heap {
+			name = "heap"
+		}
+		tabs = append(tabs, memTable{name, tab})
+	}
+	if n >= million {
+		b.Logf("%d flows: arena %d MiB; process AnonHugePages %d MiB",
+			n, tabs[1].tab.mem.mappedBytes()>>20, anonHugeBytes()>>20)
+	}
+	return tabs
 }
 
 // benchBatch tracks b.N packets of the flows seq names, alternating

@@ -92,43 +92,50 @@ const million = 1 << 20
 // "zipf" draws them with Zipf-distributed popularity (s=1.1, as real
 // traffic concentrates on few flows), "uniform" draws every flow equally
 // often, so that index slot and entry are each a cache and TLB miss.
+// Each case runs on a table on the Go heap ("mem=heap", 4 KiB pages) and
+// right after on one with the default memory ("mem=huge": 2 MiB pages
+// once the table outgrows 8 MiB).
 func BenchmarkTrackEstablished(b *testing.B) {
 	for _, size := range []struct {
 		name string
 		n    int
 	}{{"1K", 1 << 10}, {"1M", million}} {
 		fs := newUDPFlows(size.n)
-		tab := New(Config{MaxEntries: -1})
-		fs.establish(b, tab, t0)
+		tabs := memTables(b, size.n, fs)
 		for _, mode := range []string{"sequential", "zipf", "uniform"} {
-			b.Run("flows="+size.name+"/"+mode, func(b *testing.B) {
-				rng := rand.New(rand.NewPCG(7, 7))
-				zipf := rand.NewZipf(rng, 1.1, 1, uint64(size.n-1))
-				// Draw the flow sequence up front so that the generator
-				// does not count.
-				seq := make([]int32, 1<<20)
-				for i := range seq {
-					switch mode {
-					case "sequential":
-						seq[i] = int32(i % size.n)
-					case "zipf":
-						seq[i] = int32(zipf.Uint64())
-					default:
-						seq[i] = int32(rng.IntN(size.n))
-					}
+			rng := rand.New(rand.NewPCG(7, 7))
+			zipf := rand.NewZipf(rng, 1.1, 1, uint64(size.n-1))
+			// Draw the flow sequence up front so that the generator
+			// does not count.
+			seq := make([]int32, 1<<20)
+			for i := range seq {
+				switch mode {
+				case "sequential":
+					seq[i] = int32(i % size.n)
+				case "zipf":
+					seq[i] = int32(zipf.Uint64())
+				default:
+					seq[i] = int32(rng.IntN(size.n))
 				}
-				var v benchView
-				var r Result
-				now := t0.Add(3 * time.Second)
-				b.ReportAllocs()
-				for i := 0; b.Loop(); i++ {
-					fs.fill(&v, int(seq[i&(len(seq)-1)]), i&1 == 1)
-					tab.TrackInto(&r, &v.View, now)
-					if r.Info != CtEstablished {
-						b.Fatalf("%v", r)
+			}
+			for _, mt := range tabs {
+				b.Run("flows="+size.name+"/"+mode+"/mem="+mt.name, func(b *testing.B) {
+					var v benchView
+					var r Result
+					now := t0.Add(3 * time.Second)
+					b.ReportAllocs()
+					for i := 0; b.Loop(); i++ {
+						fs.fill(&v, int(seq[i&(len(seq)-1)]), i&1 == 1)
+						mt.tab.TrackInto(&r, &v.View, now)
+						if r.Info != CtEstablished {
+							b.Fatalf("%v", r)
+						}
 					}
-				}
-			})
+				})
+			}
+		}
+		for _, mt := range tabs {
+			mt.tab.Close()
 		}
 	}
 }
@@ -218,17 +225,29 @@ func BenchmarkNewFlowChurn(b *testing.B) {
 	b.ReportMetric(float64(tab.Len()), "entries")
 }
 
-// BenchmarkMemoryPerFlow reports the heap a live flow costs (entry, index
-// share, slab slack), measured over 1M flows.
+// BenchmarkMemoryPerFlow reports the memory a live flow costs (entry,
+// index share, slab slack), measured over 1M flows: the Go heap's growth
+// plus the memory the table mapped outside it ("mem=huge", the default
+// for a table this large), and the heap alone with Config.HeapMemory.
 func BenchmarkMemoryPerFlow(b *testing.B) {
 	fs := newUDPFlows(million)
-	for b.Loop() {
-		before := heapInUse()
-		tab := New(Config{MaxEntries: -1})
-		fs.establish(b, tab, t0)
-		after := heapInUse()
-		b.ReportMetric(float64(after-before)/million, "B/flow")
-		runtime.KeepAlive(tab)
+	for _, heap := range []bool{true, false} {
+		name := "mem=huge"
+		if heap {
+			name = "mem=heap"
+		}
+		b.Run(name, func(b *testing.B) {
+			for b.Loop() {
+				before := heapInUse()
+				tab := New(Config{MaxEntries: -1, HeapMemory: heap})
+				fs.establish(b, tab, t0)
+				after := heapInUse()
+				mapped := tab.mem.mappedBytes()
+				b.ReportMetric(float64(int64(after-before)+mapped)/million, "B/flow")
+				b.ReportMetric(float64(mapped)/million, "mapped-B/flow")
+				tab.Close()
+			}
+		})
 	}
 }
 

@@ -95,6 +95,13 @@ type Config struct {
 	// SweepInterval is the pause between passes of Run's background
 	// sweeper; 0 means DefaultSweepInterval.
 	SweepInterval time.Duration
+	// HeapMemory keeps all of the table on the Go heap. By default a
+	// table whose slabs and index outgrow 8 MiB takes them from memory
+	// mapped for 2 MiB pages, which a lookup on a large table reaches
+	// faster (see the package doc's Cost section); that memory is
+	// outside the Go heap (runtime.MemStats and GOMEMLIMIT do not see it)
+	// and is returned by Table.Close.
+	HeapMemory bool
 }
 
 // timeout indexes into Table.timeouts.

@@ -1,7 +1,10 @@
 package conntrack
 
 import (
+	"bytes"
 	"math/rand/v2"
+	"os"
+	"strconv"
 	"testing"
 	"unsafe"
 
@@ -50,3 +53,22 @@ func BenchmarkRandomLoads(b *testing.B) {
 }
 
 var loadSink uint64
+
+// anonHugeBytes is the process's anonymous memory on huge pages
+// (AnonHugePages in /proc/self/smaps_rollup), 0 if unknown.
+func anonHugeBytes() int64 {
+	data, err := os.ReadFile("/proc/self/smaps_rollup")
+	if err != nil {
+		return 0
+	}
+	for line := range bytes.Lines(data) {
+		if rest, ok := bytes.CutPrefix(line, []byte("AnonHugePages:")); ok {
+			f := bytes.Fields(rest)
+			if len(f) > 0 {
+				kb, _ := strconv.ParseInt(string(f[0]), 10, 64)
+				return kb << 10
+			}
+		}
+	}
+	return 0
+}

@@ -55,10 +55,16 @@ type shard struct {
 	// most 3/4 full, deleted from by backward shifting (no tombstones).
 	slots  []slot
 	filled int
+	// slotsMapped says slots came from mem (and go back to it when the
+	// index grows).
+	slotsMapped bool
 	// index publishes slots (the current array) to TrackBatch's prefetch
 	// pass, which reads it without mu; cells are therefore written with
 	// atomic stores (setSlot) once the array is published.
 	index atomic.Pointer[[]slot]
+
+	// mem supplies chunks and index arrays (nil: the Go heap).
+	mem *arena
 
 	chunks []*chunk
 	// chunkTab publishes a copy of chunks to the prefetch pass.
@@ -123,7 +129,7 @@ func (s *shard) alloc() uint32 {
 		return idx
 	}
 	if int(s.used)/chunkSize == len(s.chunks) {
-		s.chunks = append(s.chunks, new(chunk))
+		s.chunks = append(s.chunks, s.mem.newChunk())
 		tab := s.chunks
 		s.chunkTab.Store(&tab)
 	}
@@ -198,10 +204,12 @@ func (s *shard) grow() {
 }
 
 func (s *shard) resize(n int) {
-	old := s.slots
+	old, oldMapped := s.slots, s.slotsMapped
 	// Fill the new array before publishing it: until then no reader can
-	// see it, so plain stores suffice.
-	slots := make([]slot, n)
+	// see it, so plain stores suffice. (A reused array may still be read
+	// by a prefetch stage that loaded it while it served another shard;
+	// that reader only takes hints from it.)
+	slots, mapped := s.mem.newSlots(n)
 	mask := n - 1
 	for _, sl := range old {
 		if sl == 0 {
@@ -213,8 +221,11 @@ func (s *shard) resize(n int) {
 		}
 		slots[pos] = sl
 	}
-	s.slots = slots
+	s.slots, s.slotsMapped = slots, mapped
 	s.index.Store(&slots)
+	if oldMapped {
+		s.mem.retire(old)
+	}
 }
 
 // removeAt empties the slot at pos and shifts later members of its probe

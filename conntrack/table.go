@@ -3,8 +3,10 @@ package conntrack
 import (
 	"math/bits"
 	"math/rand/v2"
+	"runtime"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/qtables/qtables/packet"
 )
@@ -207,6 +209,10 @@ type Table struct {
 	// nothing to evict; the sweeper then also evicts what the kernel's
 	// gc_worker would (unassured or closing TCP) while above 95 %.
 	pressure atomic.Bool
+	// mem holds the slabs and indexes of a large table (see mem.go);
+	// cleanup releases it if the table is dropped without Close.
+	mem     *arena
+	cleanup runtime.Cleanup
 }
 
 // abandonAfter is how long an unconfirmed entry may wait for Confirm or
@@ -219,6 +225,7 @@ func New(cfg Config) *Table {
 	n := cfg.shards()
 	t := &Table{
 		shards:     make([]shard, n),
+		mem:        newArena(cfg.HeapMemory),
 		shardShift: uint(64 - bits.TrailingZeros(uint(n))),
 		timeouts:   cfg.Timeouts.resolve(),
 		cfg:        cfg,
@@ -247,10 +254,47 @@ func New(cfg Config) *Table {
 			sz <<= 1
 		}
 	}
+	t.mem.planned = int64(n) * int64(sz) * int64(unsafe.Sizeof(slot(0)))
 	for i := range t.shards {
+		t.shards[i].mem = t.mem
 		t.shards[i].resize(sz)
 	}
+	t.mem.planned = 0
+	// Every access to the arena goes through a shard, so the arena may go
+	// once the shards are unreachable (the cleanup's argument must not
+	// reach them: the arena does not).
+	t.cleanup = runtime.AddCleanup(&t.shards[0], (*arena).release, t.mem)
 	return t
+}
+
+// Close releases the table's memory: its entries are gone and outstanding
+// Refs go stale. A long-lived process should call it when it is done with
+// a table, because a large table's slabs are mapped outside the Go heap
+// (see Config.HeapMemory) and the garbage collector, which does not see
+// their size, may take long to notice that a dropped table is garbage. No
+// other call on the table may be in progress. The table stays usable, as
+// an empty one on the Go heap, so a straggling call does no harm. Close
+// always returns nil.
+func (t *Table) Close() error {
+	for i := range t.shards {
+		t.shards[i].mu.Lock()
+	}
+	t.cleanup.Stop()
+	for i := range t.shards {
+		s := &t.shards[i]
+		s.chunks, s.used, s.free, s.cursor = nil, 0, 0, 0
+		s.chunkTab.Store(nil)
+		s.slots, s.slotsMapped, s.filled = nil, false, 0
+		s.index.Store(nil)
+	}
+	t.count.Store(0)
+	t.mem.release()
+	for i := range t.shards {
+		s := &t.shards[i]
+		s.resize(64)
+		s.mu.Unlock()
+	}
+	return nil
 }
 
 func (t *Table) shardFor(h uint64) (*shard, uint32) {
