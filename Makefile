@@ -56,8 +56,15 @@ clean:
 # Live NFQUEUE throughput and latency (a benchmark, not a test; root): small
 # UDP datagrams through one and two queues for qtables (accept-all and 100
 # rules), a C libnetfilter_queue consumer, a plain go-nfqueue loop and the
-# kernel without a queue, side by side in namespaces it creates. Table in
-# out/bench-live.md. BENCHLIVE_FLAGS="-rounds 5 -duration 5s" for more.
+# kernel without a queue, side by side in namespaces it creates. Then the
+# 10,000-rule comparison (issue 7): ClassBench acl1_10k (../shared, else the
+# generator's acl set) in FORWARD for the kernel's iptables-legacy,
+# iptables-nft and qtables run behind NFQUEUE, on generated traffic aimed at
+# every rule, fresh namespaces per measurement, counters cross-checked, the
+# rate against iptables-legacy's in the same round. Both tables in
+# out/bench-live.md (about 4 minutes). BENCHLIVE_FLAGS="-rounds 5 -duration
+# 5s" for more, "-rules 0" without the comparison, "-rules 1000 -ruleset
+# gen:fw" for another set, "-only NAME,..." for some consumers only.
 .PHONY: bench-live
 bench-live: build
 	@scripts/deps.sh bench-live

@@ -24,10 +24,15 @@ if [ "${1:-}" = demo ]; then
 fi
 
 # make bench-live (`deps.sh bench-live`) builds a C NFQUEUE consumer against
-# libnetfilter_queue as the baseline it measures qtables against.
+# libnetfilter_queue as the baseline it measures qtables against, and runs
+# the kernel's iptables-legacy and iptables-nft side by side (Debian's
+# iptables package ships both).
 if [ "${1:-}" = bench-live ]; then
 	command -v gcc >/dev/null 2>&1 || need+=(gcc)
 	[ -f /usr/include/libnetfilter_queue/libnetfilter_queue.h ] || need+=(libnetfilter-queue-dev)
+	for t in iptables-legacy-restore iptables-legacy-save iptables-nft-restore iptables-nft-save; do
+		command -v $t >/dev/null 2>&1 || need+=(iptables)
+	done
 fi
 
 if ! command -v go >/dev/null 2>&1 && [ ! -x /usr/local/go/bin/go ]; then

@@ -25,6 +25,13 @@
 // Rounds alternate the consumers so that a slow moment of a shared
 // machine does not hit one of them only; the table gives the median.
 //
+// Then, with -rules N (default 10000; 0: off), the rule-set comparison of
+// issue 7 (rules.go): the same N-rule set (ClassBench acl1_10k, or the
+// generator's) in FORWARD for the kernel's iptables-legacy, its
+// iptables-nft and qtables behind NFQUEUE, on generated traffic aimed at
+// every rule, each measurement in fresh namespaces, with the rates against
+// iptables-legacy's in the same round.
+//
 // `livebench goloop QUEUE...` is the go-nfqueue consumer itself (the
 // driver starts it inside the router).
 package main

@@ -97,7 +97,7 @@ func ruleSource(spec string) string {
 // file for FORWARD, every rule ACCEPT, policy DROP, and returns the
 // filters in evaluation order. A ClassBench set gives its first n
 // filters, some of which become two rules (TCP and UDP; see
-// qbench.Expressible), so the rule count can differ from n.
+// bench.Expressible), so the rule count can differ from n.
 func ruleSet(src string, n int) (text string, fs []qbench.Filter, desc string, err error) {
 	if n < 1 {
 		return "", nil, "", fmt.Errorf("rules: %d, want at least 1", n)
