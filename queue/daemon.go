@@ -450,8 +450,9 @@ type reader struct {
 	num uint16
 	c   *nfqConn
 	// w judges the queue's packets in the reader (no pool); nil with a
-	// pool.
-	w *worker
+	// pool. batch collects a read's packets for it, judged together.
+	w     *worker
+	batch []job
 }
 
 // Run binds the queues, installs the hooks, and judges packets until ctx
@@ -777,6 +778,7 @@ func (d *Daemon) read(ctx context.Context, r *reader, fatal chan<- error) {
 			}
 		}
 		if r.w != nil {
+			d.judgeRead(r)
 			if err := vb.Flush(); err != nil {
 				d.cnt.verdictErrs.Add(1)
 				d.log.Debug("verdicts not sent", "queue", r.num, "err", err)
@@ -811,10 +813,17 @@ func (d *Daemon) readMsgs(ctx context.Context, r *reader, vb *verdictBatch, b []
 			jb := job{id: p.id, data: p.payload, hook: p.hook, in: p.in, out: p.out, mark: p.mark,
 				skbInfo: p.skbInfo, hwProto: p.hwProto, hw: p.hw, hasHw: p.hasHw, arrived: now, qi: r.c.idx}
 			if vb != nil {
+				// Judged with the rest of the read (judgeRead), or now
+				// if the batch is full.
 				jb.q = vb
 				d.inflight.Add(1)
-				d.handle(r.w, &jb)
-				d.inflight.Add(-1)
+				if r.batch == nil {
+					r.batch = make([]job, 0, judgeBatch)
+				}
+				r.batch = append(r.batch, jb)
+				if len(r.batch) >= judgeBatch {
+					d.judgeRead(r)
+				}
 				continue
 			}
 			if !d.dispatch(ctx, &jb) {
@@ -823,6 +832,18 @@ func (d *Daemon) readMsgs(ctx context.Context, r *reader, vb *verdictBatch, b []
 		}
 	}
 	return true
+}
+
+// judgeRead judges the packets the reader collected (readMsgs) as one
+// batch; their verdicts join the reader's verdict batch.
+func (d *Daemon) judgeRead(r *reader) {
+	if len(r.batch) == 0 {
+		return
+	}
+	d.handleBatch(r.w, r.batch)
+	d.inflight.Add(-int64(len(r.batch)))
+	clear(r.batch) // the payloads alias the receive buffer
+	r.batch = r.batch[:0]
 }
 
 // readErrorPolicy decides what a receive error means. The reader goes on
@@ -899,20 +920,38 @@ func (d *Daemon) newWorker() *worker {
 	return &worker{j: j, ft: d.newFlowTable()}
 }
 
-// work judges the packets its channel brings, sending the verdicts
-// collected whenever the channel is empty.
+// work judges the packets its channel brings, as many as are waiting (up
+// to a batch) at a time, sending the verdicts collected whenever the
+// channel is empty.
 func (d *Daemon) work(w *worker, jobs <-chan job) {
+	batch := make([]job, 0, judgeBatch)
 	for jb := range jobs {
-		w.mu.Lock()
-		d.handle(w, &jb)
-		w.mu.Unlock()
-		if jb.buf != nil {
+		batch = append(batch[:0], jb)
+	fill:
+		for len(batch) < judgeBatch {
 			select {
-			case d.bufs <- jb.buf:
+			case jb, ok := <-jobs:
+				if !ok {
+					break fill
+				}
+				batch = append(batch, jb)
 			default:
+				break fill
 			}
 		}
-		d.inflight.Add(-1)
+		w.mu.Lock()
+		d.handleBatch(w, batch)
+		w.mu.Unlock()
+		for i := range batch {
+			if bp := batch[i].buf; bp != nil {
+				select {
+				case d.bufs <- bp:
+				default:
+				}
+			}
+		}
+		d.inflight.Add(-int64(len(batch)))
+		clear(batch)
 		if len(jobs) == 0 {
 			for _, vb := range w.outs {
 				if err := vb.Flush(); err != nil {
@@ -933,14 +972,42 @@ func (d *Daemon) newFlowTable() *flowTable {
 }
 
 // handle judges one packet, sends the REJECT reply if the rules asked for
-// one, and gives the kernel its verdict.
+// one, and gives the kernel its verdict: handleBatch with a batch of one.
 func (d *Daemon) handle(w *worker, jb *job) {
+	d.handleBatch(w, []job{*jb})
+}
+
+// handleBatch judges jobs in order, each as handle does, tracking them in
+// the flow table together (Judge.Track: one TrackBatch per chunk of up to
+// judgeBatch packets). The caller holds w.mu, so that the rules do not
+// change within the batch.
+func (d *Daemon) handleBatch(w *worker, jobs []job) {
+	for len(jobs) > 0 {
+		n := min(len(jobs), judgeBatch)
+		chunk := jobs[:n]
+		jobs = jobs[n:]
+		j := w.j
+		r := d.rules.Load()
+		now := time.Now()
+		j.Begin()
+		for i := range chunk {
+			d.add(j, r, &chunk[i], now)
+		}
+		d.track(j, now)
+		for i := range chunk {
+			d.finish(w, &chunk[i], d.judge(j, r, i, &chunk[i]))
+		}
+	}
+}
+
+// finish acts on a packet's outcome: the REJECT reply, the fast path, the
+// counters and the verdict.
+func (d *Daemon) finish(w *worker, jb *job, out Outcome) {
 	j, ft := w.j, w.ft
 	q := jb.q
 	if q == nil {
 		q = w.outs[jb.qi]
 	}
-	out := d.judge(j, jb)
 	if out.Verdict == matchers.Drop && !out.Panicked && !out.Undecodable {
 		for i := range j.Events() {
 			if ev := &j.Events()[i]; ev.Kind == matchers.EventReject {
@@ -953,7 +1020,7 @@ func (d *Daemon) handle(w *worker, jb *job) {
 	// A packet that already carries the offload bits was marked by someone
 	// else, or came back after a repeat: never repeat it again.
 	if ft != nil && !out.Undecodable && !out.Unsupported && !out.Panicked && !out.NoChain && jb.mark&mask == 0 &&
-		ft.observe(&j.view, out.Verdict, out.MarkChanged || len(j.Events()) > 0, time.Now().Unix()) {
+		ft.observe(j.view, out.Verdict, out.MarkChanged || len(j.Events()) > 0, time.Now().Unix()) {
 		d.cnt.offloaded.Add(1)
 		d.cnt.accepted.Add(1)
 		d.traffic.Count(d.cfg.Hooks.Queues.First+uint16(jb.qi), matchers.Hook(jb.hook), false, len(jb.data))
@@ -1007,20 +1074,33 @@ func (d *Daemon) observeLatency(jb *job) {
 	}
 }
 
-// judge evaluates one packet; a panic anywhere in it gives the packet the
-// default verdict and is logged, and the worker goes on.
-func (d *Daemon) judge(j *Judge, jb *job) (out Outcome) {
+// panicked counts and logs a panic while judging a packet (what says in
+// which step); the packet gets the default verdict and the worker goes on.
+func (d *Daemon) panicked(p any, what string, jb *job) {
+	d.cnt.panics.Add(1)
+	d.log.Error("panic while "+what+"; it gets the default verdict",
+		"panic", p, "hook", matchers.Hook(jb.hook).String(), "verdict", d.cfg.defaultVerdict().String(),
+		"stack", string(debug.Stack()))
+}
+
+// add puts a packet into j's batch (decoding it) with the rules r and
+// the time now. A panic leaves the packet failed: Eval gives it the
+// default verdict.
+func (d *Daemon) add(j *Judge, r *Rules, jb *job, now time.Time) {
+	n := j.n
 	defer func() {
 		if p := recover(); p != nil {
-			d.cnt.panics.Add(1)
-			d.log.Error("panic while judging a packet; it gets the default verdict",
-				"panic", p, "hook", matchers.Hook(jb.hook).String(), "verdict", d.cfg.defaultVerdict().String(),
-				"stack", string(debug.Stack()))
-			out = Outcome{Verdict: d.cfg.defaultVerdict(), Mark: jb.mark, Panicked: true}
-			j.abandon()
+			d.panicked(p, "decoding a packet", jb)
+			if j.n == n {
+				j.addFailed(jb.mark) // the packet keeps its place
+			}
 		}
 	}()
-	m := Meta{Hook: matchers.Hook(jb.hook), Mark: jb.mark, Now: time.Now()}
+	m := Meta{Hook: matchers.Hook(jb.hook), Mark: jb.mark, Now: now}
+	if m.Hook <= matchers.HookPostrouting && !r.HasHook(m.Hook) {
+		j.addNoChain(jb.mark)
+		return
+	}
 	if jb.in != 0 {
 		if info, ok := d.ifaces.get(jb.in); ok {
 			m.In, m.InLoopback = info.name, info.loopback
@@ -1034,12 +1114,37 @@ func (d *Daemon) judge(j *Judge, jb *job) (out Outcome) {
 			m.Out = info.name
 		}
 	}
-	r := d.rules.Load()
-	if m.Hook <= matchers.HookPostrouting && !r.HasHook(m.Hook) {
+	j.Add(r, jb.data, &m)
+}
+
+// track tracks j's batch in the flow table. If that panics, every tracked
+// packet of the batch gets the default verdict (abandonBatch).
+func (d *Daemon) track(j *Judge, now time.Time) {
+	defer func() {
+		if p := recover(); p != nil {
+			d.cnt.panics.Add(1)
+			d.log.Error("panic while tracking a batch of packets; its tracked packets get the default verdict",
+				"panic", p, "packets", j.nt, "verdict", d.cfg.defaultVerdict().String(), "stack", string(debug.Stack()))
+			j.abandonBatch()
+		}
+	}()
+	j.Track(now)
+}
+
+// judge evaluates packet i of j's batch, jb; a panic anywhere in it gives
+// the packet the default verdict and is logged, and the worker goes on.
+func (d *Daemon) judge(j *Judge, r *Rules, i int, jb *job) (out Outcome) {
+	defer func() {
+		if p := recover(); p != nil {
+			d.panicked(p, "judging a packet", jb)
+			out = Outcome{Verdict: d.cfg.defaultVerdict(), Mark: jb.mark, Panicked: true}
+			j.abandon()
+		}
+	}()
+	out = j.Eval(r, i)
+	if out.NoChain {
 		d.cnt.noChain.Add(1)
-		return Outcome{Verdict: matchers.Accept, Mark: jb.mark, NoChain: true}
 	}
-	out = j.Judge(r, jb.data, &m)
 	if out.CtDrop {
 		d.cnt.ctDrops.Add(1)
 	}

@@ -116,20 +116,66 @@ type Outcome struct {
 	NoChain  bool
 }
 
+// judgeBatch is how many packets a Judge takes in one batch: an NFQUEUE
+// read's worth, which is also the flow table's TrackBatch stage.
+const judgeBatch = recvBatch
+
+// slotState is what Eval does with a packet of the batch.
+type slotState uint8
+
+const (
+	// slotFailed: decoding panicked, or tracking the batch did; the packet
+	// gets the default verdict. Add starts every slot in this state.
+	slotFailed slotState = iota
+	// slotNoChain: the daemon found no table with a chain at the hook
+	// (addNoChain); ACCEPT, untracked.
+	slotNoChain
+	// slotUndecodable: no IPv4 datagram; the default verdict, untracked.
+	slotUndecodable
+	// slotUntracked: judged without a connection (INVALID).
+	slotUntracked
+	// slotTracked: judged with its flow table result.
+	slotTracked
+)
+
+// pending is one packet of a batch between Add and Eval.
+type pending struct {
+	view packet.View
+	// link backs view.Link when fakeLink reconstructs the header.
+	link  [14]byte
+	meta  Meta
+	state slotState
+	// res is the packet's index in the Judge's results (slotTracked).
+	res int
+}
+
 // Judge is one worker's evaluation state. It is not safe for concurrent
 // use: each worker owns one. Judging does not allocate once the Context's
 // event and scratch buffers have grown to their working size.
+//
+// A Judge takes packets a batch at a time, so that the flow table looks
+// them all up together (conntrack.Table.TrackBatch overlaps their cache
+// misses): Begin, Add for each packet, Track, then Eval for each packet
+// in order. Judge is the batch of one.
 type Judge struct {
-	dec  *packet.Decoder
-	view packet.View
-	ctx  matchers.Context
-	link [14]byte
+	dec *packet.Decoder
+	ctx matchers.Context
+	// The batch: pend[:n] its packets; views[:nt] and res[:nt] those that
+	// are tracked, in order; tracked is set once Track ran; cur is the
+	// packet Eval judged last (Events and abandon refer to it) and view
+	// its decoded form, valid until the next Begin.
+	pend    [judgeBatch]pending
+	n       int
+	views   [judgeBatch]*packet.View
+	res     [judgeBatch]conntrack.Result
+	nt      int
+	tracked bool
+	cur     int
+	view    *packet.View
 	// ct is the flow table packets are tracked in (nil: untracked; the
-	// stateful matches then see INVALID); res is the packet's tracking
-	// result, reused from packet to packet. trackAt says at which hooks a
+	// stateful matches then see INVALID). trackAt says at which hooks a
 	// packet is tracked.
 	ct      *conntrack.Table
-	res     conntrack.Result
 	trackAt [matchers.HookPostrouting + 1]bool
 	// Default is the verdict for packets the rules cannot judge.
 	Default matchers.Verdict
@@ -177,49 +223,168 @@ func (j *Judge) SetConntrack(t *conntrack.Table, hooks []matchers.Hook) {
 // abandon forgets the connection a packet whose judging panicked created:
 // the packet gets the default verdict without a confirm.
 func (j *Judge) abandon() {
-	if j.ct != nil {
-		j.res.Discard()
+	if p := &j.pend[j.cur]; j.cur < j.n && j.tracked && p.state == slotTracked {
+		j.res[p.res].Discard()
 	}
 }
 
+// abandonBatch is abandon for every packet of the batch when tracking
+// the batch panicked: the connections the packets tracked so far created
+// are forgotten, and every tracked packet gets the default verdict. (A
+// Result the panic left untouched still holds the previous batch's
+// reference, confirmed or discarded long since: Discard ignores it.)
+func (j *Judge) abandonBatch() {
+	for i := range j.n {
+		if p := &j.pend[i]; p.state == slotTracked {
+			j.res[p.res].Discard()
+			p.state = slotFailed
+		}
+	}
+	j.tracked = true
+}
+
 // Events returns the events (LOG lines, REJECTs) of the last packet judged;
-// they are valid until the next call to Judge.
+// they are valid until the next call to Judge or Eval.
 func (j *Judge) Events() []matchers.Event { return j.ctx.Events }
 
-// Judge decodes data, evaluates the rules' tables at m.Hook in kernel order
-// and returns the outcome. A table that drops ends the traversal, as in the
-// kernel; the mark set by one table is seen by the next.
+// Judge judges one packet: a batch of one. It decodes data, evaluates
+// the rules' tables at m.Hook in kernel order and returns the outcome. A
+// table that drops ends the traversal, as in the kernel; the mark set by
+// one table is seen by the next.
 func (j *Judge) Judge(r *Rules, data []byte, m *Meta) Outcome {
-	c := &j.ctx
-	c.Reset()
-	v := &j.view
+	j.Begin()
+	j.Add(r, data, m)
+	j.Track(m.Now)
+	return j.Eval(r, 0)
+}
+
+// Begin starts a batch, forgetting the previous one.
+func (j *Judge) Begin() {
+	j.n, j.nt, j.tracked, j.cur = 0, 0, false, 0
+}
+
+// Full reports whether the batch holds as many packets as it can.
+func (j *Judge) Full() bool { return j.n == judgeBatch }
+
+// Add decodes data, a packet that m describes and the rules r will judge,
+// into the batch and returns its index there. It panics if the batch is
+// full. Undecodable packets and those not tracked at their hook are not
+// tracked; Eval gives them their outcome without a connection. r must be
+// the rules Eval is called with.
+func (j *Judge) Add(r *Rules, data []byte, m *Meta) int {
+	if j.n == judgeBatch {
+		panic("queue: Judge batch overflow")
+	}
+	i := j.n
+	j.n++
+	p := &j.pend[i]
+	// Until decoding returns, the packet counts as failed: a panic in
+	// the decoder leaves it so.
+	p.state, p.meta = slotFailed, *m
+	v := &p.view
 	j.dec.Decode(data, v)
 	if v.Class != packet.ClassOK || v.Family != 4 || m.Hook > matchers.HookPostrouting {
-		return Outcome{Verdict: j.Default, Mark: m.Mark, Undecodable: true}
+		p.state = slotUndecodable
+		return i
 	}
 	v.Timestamp = m.Now
-	j.fakeLink(m)
-	c.Pkt, c.Hook = v, m.Hook
+	fakeLink(v, &p.link, m)
+	if j.ct == nil || !j.trackAt[m.Hook] {
+		p.state = slotUntracked
+		return i
+	}
+	p.state, p.res = slotTracked, j.nt
+	j.views[j.nt] = v
+	j.nt++
+	return i
+}
+
+// addNoChain adds a packet at a hook where no table of the rules has a
+// chain: Eval accepts it (NoChain) without decoding or tracking it.
+func (j *Judge) addNoChain(mark uint32) {
+	j.addSlot(slotNoChain, mark)
+}
+
+// addFailed adds a packet whose Add could not run (a panic before it):
+// Eval gives it the default verdict.
+func (j *Judge) addFailed(mark uint32) {
+	if j.n < judgeBatch {
+		j.addSlot(slotFailed, mark)
+	}
+}
+
+func (j *Judge) addSlot(st slotState, mark uint32) {
+	if j.n == judgeBatch {
+		panic("queue: Judge batch overflow")
+	}
+	j.pend[j.n].state, j.pend[j.n].meta = st, Meta{Mark: mark}
+	j.n++
+}
+
+// Track looks the batch's tracked packets up in the flow table, all at
+// once (conntrack.Table.TrackBatch), with the time now: exactly what
+// tracking them one at a time in order would decide, except that a
+// packet does not find the connection an earlier packet of the batch
+// creates, which Eval confirms only when that packet is accepted. Such a
+// packet is NEW as well, as when two first packets of a connection are
+// in the kernel's queue at once, and Eval's Confirm settles the clash as
+// the kernel does: the first packet confirmed wins, a later UDP packet
+// joins its connection, a later TCP, ICMP or other packet is dropped.
+// (Both packets were queued before either had a verdict, so the kernel's
+// own conntrack saw them the same way.)
+func (j *Judge) Track(now time.Time) {
+	if j.tracked {
+		return
+	}
+	j.tracked = true
+	if j.nt > 0 {
+		j.ct.TrackBatch(j.views[:j.nt], now, j.res[:j.nt])
+	}
+}
+
+// Eval judges packet i of the batch (Track is called first if it has not
+// been) and returns its outcome: the tables at its hook in kernel order;
+// then, for a tracked packet, Confirm if it is accepted, Discard if not.
+// Packets must be judged in the order they were added, each once, so
+// that their connections are confirmed in that order.
+func (j *Judge) Eval(r *Rules, i int) Outcome {
+	if !j.tracked {
+		j.Track(j.pend[i].meta.Now)
+	}
+	p := &j.pend[i]
+	j.cur, j.view = i, &p.view
+	m := &p.meta
+	c := &j.ctx
+	c.Reset()
+	switch p.state {
+	case slotFailed:
+		return Outcome{Verdict: j.Default, Mark: m.Mark, Panicked: true}
+	case slotNoChain:
+		return Outcome{Verdict: matchers.Accept, Mark: m.Mark, NoChain: true}
+	case slotUndecodable:
+		return Outcome{Verdict: j.Default, Mark: m.Mark, Undecodable: true}
+	}
+	c.Pkt, c.Hook = &p.view, m.Hook
 	c.In, c.Out = m.In, m.Out
 	c.Mark, c.CtMark, c.HasCt = m.Mark, m.CtMark, m.HasCt
 	c.Now = m.Now
-	tracked := j.ct != nil && j.trackAt[m.Hook]
-	if tracked {
-		j.ct.TrackInto(&j.res, v, m.Now)
-		if j.res.Drop {
+	var res *conntrack.Result
+	if p.state == slotTracked {
+		res = &j.res[p.res]
+		if res.Drop {
 			// The table is full and nothing could be evicted: the kernel
 			// drops the packet before any rule sees it.
 			return Outcome{Verdict: matchers.Drop, Mark: m.Mark, CtDrop: true}
 		}
-		c.SetConntrack(j.ct, &j.res)
+		c.SetConntrack(j.ct, res)
 	}
 	out := Outcome{Verdict: matchers.Accept}
 	for _, tp := range r.byHook[m.Hook] {
 		c.Table = tp.Name
-		res := tp.Eval(c, nil)
-		out.Decided = res
-		if res.Verdict.Base() != matchers.Accept {
-			out.Verdict = res.Verdict.Base()
+		er := tp.Eval(c, nil)
+		out.Decided = er
+		if er.Verdict.Base() != matchers.Accept {
+			out.Verdict = er.Verdict.Base()
 			break
 		}
 	}
@@ -231,13 +396,13 @@ func (j *Judge) Judge(r *Rules, data []byte, m *Meta) Outcome {
 	default:
 		out.Verdict, out.Unsupported = j.Default, true
 	}
-	if tracked {
+	if res != nil {
 		if out.Verdict == matchers.Accept {
-			if !j.res.Confirm(m.Now) {
+			if !res.Confirm(m.Now) {
 				out.Verdict, out.CtDrop = matchers.Drop, true
 			}
 		} else {
-			j.res.Discard()
+			res.Discard()
 		}
 	}
 	out.Mark, out.MarkChanged = c.Mark, c.Mark != m.Mark
@@ -248,29 +413,28 @@ func (j *Judge) Judge(r *Rules, data []byte, m *Meta) Outcome {
 // target prints as MAC=. NFQUEUE sends only the source address and the
 // ethertype; the destination is reconstructed: broadcast and multicast from
 // the destination IP, otherwise the input device's own address. A loopback
-// input has the kernel's all-zero header.
-func (j *Judge) fakeLink(m *Meta) {
-	v := &j.view
+// input has the kernel's all-zero header. link backs the header.
+func fakeLink(v *packet.View, link *[14]byte, m *Meta) {
 	switch {
 	case m.InLoopback:
-		clear(j.link[:12])
-		binary.BigEndian.PutUint16(j.link[12:], 0x0800)
+		clear(link[:12])
+		binary.BigEndian.PutUint16(link[12:], 0x0800)
 	case m.HasMAC:
 		dst := v.Dst.As4()
 		switch {
 		case dst == [4]byte{255, 255, 255, 255}:
-			copy(j.link[0:6], []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
+			copy(link[0:6], []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
 		case v.Dst.IsMulticast():
-			j.link = [14]byte{0x01, 0x00, 0x5e, dst[1] & 0x7f, dst[2], dst[3]}
+			*link = [14]byte{0x01, 0x00, 0x5e, dst[1] & 0x7f, dst[2], dst[3]}
 		default:
-			copy(j.link[0:6], m.InMAC[:])
+			copy(link[0:6], m.InMAC[:])
 		}
-		copy(j.link[6:12], m.SrcMAC[:])
-		binary.BigEndian.PutUint16(j.link[12:], m.HwProto)
+		copy(link[6:12], m.SrcMAC[:])
+		binary.BigEndian.PutUint16(link[12:], m.HwProto)
 	default:
 		return
 	}
-	v.Link, v.LinkType = j.link[:], packet.LinkTypeEthernet
+	v.Link, v.LinkType = link[:], packet.LinkTypeEthernet
 	v.PktType = packet.PacketHost
 	if v.Link[0]&1 != 0 {
 		v.PktType = packet.PacketMulticast
