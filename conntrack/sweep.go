@@ -6,12 +6,23 @@ import (
 	"io"
 	"slices"
 	"time"
+	"unsafe"
 )
 
-// sweepBatch is how many slab positions one locked step of Sweep examines:
-// small enough that a packet waiting for the shard lock waits microseconds
-// (each removal is an index probe and a backward shift, a few cache misses).
-const sweepBatch = 64
+// A Sweep pass holds a shard lock only for short steps that touch memory
+// already in cache, so that a packet waiting for the lock waits for little
+// work, and a sweeper descheduled by the OS while holding it is unlikely
+// (its holds are a small part of its time). Per step of the scan:
+// prefetch the next sweepBatch flows without the lock; lock, examine them,
+// note which have expired (with their tuple and generation), unlock; hash
+// sweepUnlink victims' tuples and prefetch their index cells without the
+// lock, then lock, recheck and unlink them, unlock; and so on. A victim
+// that a packet refreshed, or that was freed and reused (its generation
+// changed), in between is left alone.
+const (
+	sweepBatch  = 64
+	sweepUnlink = 16
+)
 
 // SweepStats describe one Sweep pass.
 type SweepStats struct {
@@ -65,11 +76,11 @@ func (t *Table) sweepLocked(s *shard, now int64, n int) (st SweepStats) {
 }
 
 // Sweep makes one pass over the whole table at time now, removing expired
-// entries. It takes one shard lock at a time for at most sweepBatch
-// entries, so packets are never held up by a whole-table scan. The table's
-// correctness does not depend on it (lookups ignore expired entries); it
-// returns memory and keeps Len honest. Run calls it periodically; offline
-// callers may call it with the capture clock.
+// entries. It takes one shard lock at a time for short steps (see
+// sweepBatch), so packets are never held up by a whole-shard scan. The
+// table's correctness does not depend on it (lookups ignore expired
+// entries); it returns memory and keeps Len honest. Run calls it
+// periodically; offline callers may call it with the capture clock.
 func (t *Table) Sweep(now time.Time) SweepStats {
 	return t.sweep(now, nil)
 }
@@ -82,44 +93,168 @@ type holdProbe struct {
 	onHold func(wall, clock time.Duration)
 }
 
+// sweeper is one Sweep pass's state.
+type sweeper struct {
+	t   *Table
+	now int64
+	// squeeze: the table is under pressure (see Table.pressure); this
+	// step also evicts what the kernel's gc worker would.
+	squeeze bool
+	probe   *holdProbe
+	st      SweepStats
+	// victims are the current step's expired (or, squeezing, evictable)
+	// entries, found under the lock and unlinked under it again.
+	victims [sweepBatch]victim
+}
+
+// victim is an entry the scan found removable: its slab index and
+// generation (to recognise it under the lock again), its tuple (to hash
+// without the lock) and its hash.
+type victim struct {
+	idx, gen uint32
+	h        uint64
+	orig     Tuple
+}
+
+// lock and unlock take s.mu, timing the hold between them.
+func (w *sweeper) lock(s *shard) (start time.Time, c0 time.Duration) {
+	s.mu.Lock()
+	if w.probe != nil {
+		c0 = w.probe.clock()
+	}
+	return time.Now(), c0
+}
+
+func (w *sweeper) unlock(s *shard, start time.Time, c0 time.Duration) {
+	var c time.Duration
+	if w.probe != nil {
+		c = w.probe.clock() - c0
+	}
+	hold := time.Since(start)
+	s.mu.Unlock()
+	w.st.MaxHold = max(w.st.MaxHold, hold)
+	if w.probe != nil {
+		w.probe.onHold(hold, c)
+	}
+}
+
 // sweep is Sweep, reporting every lock hold to probe if it is not nil.
 func (t *Table) sweep(now time.Time, probe *holdProbe) SweepStats {
-	ns := now.UnixNano()
-	var total SweepStats
+	w := &sweeper{t: t, now: now.UnixNano(), probe: probe}
 	for i := range t.shards {
-		s := &t.shards[i]
-		for done := 0; ; {
-			var c0 time.Duration
-			s.mu.Lock()
-			start := time.Now()
-			if probe != nil {
-				c0 = probe.clock()
-			}
-			used := int(s.used)
-			st := t.sweepLocked(s, ns, min(sweepBatch, used-done))
-			if probe != nil {
-				c0 = probe.clock() - c0
-			}
-			hold := time.Since(start)
-			s.mu.Unlock()
-			if probe != nil {
-				probe.onHold(hold, c0)
-			}
-			total.Examined += st.Examined
-			total.Expired += st.Expired
-			total.EarlyDrop += st.EarlyDrop
-			total.Abandoned += st.Abandoned
-			total.MaxHold = max(total.MaxHold, hold)
-			done += st.Examined
-			if st.Examined == 0 || done >= used {
-				break
-			}
-		}
+		w.shard(&t.shards[i])
 	}
 	if t.pressure.Load() && t.count.Load() < t.max/100*95 {
 		t.pressure.Store(false)
 	}
-	return total
+	return w.st
+}
+
+// shard sweeps s, sweepBatch slab positions per step.
+func (w *sweeper) shard(s *shard) {
+	for pos := uint32(0); ; pos += sweepBatch {
+		for i := range sweepBatch {
+			if f, _ := s.peek(pos + uint32(i)); f != 0 {
+				prefetch(f)
+			}
+		}
+		start, c0 := w.lock(s)
+		if pos >= s.used {
+			w.unlock(s, start, c0)
+			return
+		}
+		// Under pressure, evict only while above 95 % (checked per step,
+		// as evictions bring the count down).
+		t := w.t
+		w.squeeze = t.pressure.Load() && t.max > 0 && t.count.Load() >= t.max/100*95
+		n := w.scan(s, pos, min(sweepBatch, s.used-pos))
+		w.unlock(s, start, c0)
+		if n == 0 {
+			continue
+		}
+		// Unlink in groups, hashing and prefetching each group's index
+		// cells just before its hold: the work between holds also gives
+		// a waiting packet its turn at the lock.
+		tab := s.index.Load()
+		for vs := w.victims[:n]; len(vs) > 0; {
+			k := min(sweepUnlink, len(vs))
+			for i := range vs[:k] {
+				vs[i].h = w.t.seed.hash(&vs[i].orig)
+				if tab != nil {
+					sl := *tab
+					prefetch(uintptr(unsafe.Pointer(&sl[int(uint32(vs[i].h))&(len(sl)-1)])))
+				}
+			}
+			start, c0 := w.lock(s)
+			w.unlink(s, vs[:k])
+			w.unlock(s, start, c0)
+			vs = vs[k:]
+		}
+	}
+}
+
+// scan examines n slab positions from pos under s.mu, reclaims abandoned
+// unconfirmed entries (no index to update) and notes the removable
+// confirmed ones in w.victims; it returns how many it noted.
+func (w *sweeper) scan(s *shard, pos, n uint32) int {
+	t := w.t
+	nv, freed := 0, 0
+	for idx := pos; idx < pos+n; idx++ {
+		w.st.Examined++
+		e := s.flow(idx)
+		if !e.inUse() {
+			continue
+		}
+		if e.status&StatusConfirmed == 0 {
+			if w.now-e.created > abandonAfter {
+				s.release(idx)
+				freed++
+				s.n.abandoned++
+				w.st.Abandoned++
+			}
+			continue
+		}
+		if w.removable(s, idx, e) {
+			w.victims[nv] = victim{idx: idx, gen: e.gen, orig: e.orig}
+			nv++
+		}
+	}
+	if freed > 0 {
+		t.count.Add(int64(-freed))
+	}
+	return nv
+}
+
+// removable reports whether the confirmed entry e at idx has expired or,
+// when squeezing, may be evicted as the kernel's gc worker would.
+func (w *sweeper) removable(s *shard, idx uint32, e *flow) bool {
+	return e.expires <= w.now || w.squeeze && (e.status&StatusAssured == 0 ||
+		(e.orig.Proto == protoTCP && tcpCanEarlyDrop(s.tcp(idx).state)))
+}
+
+// unlink removes the victims that are still what the scan saw, under s.mu.
+func (w *sweeper) unlink(s *shard, vs []victim) {
+	removed := 0
+	for i := range vs {
+		v := &vs[i]
+		e := s.flow(v.idx)
+		if !e.inUse() || e.gen != v.gen || e.status&StatusConfirmed == 0 || !w.removable(s, v.idx, e) {
+			continue
+		}
+		if e.expires <= w.now {
+			s.n.expired++
+			w.st.Expired++
+		} else {
+			s.n.earlyDrop++
+			w.st.EarlyDrop++
+		}
+		s.unindex(v.h, v.idx)
+		s.release(v.idx)
+		removed++
+	}
+	if removed > 0 {
+		w.t.count.Add(int64(-removed))
+	}
 }
 
 // Run sweeps the table every Config.SweepInterval, reading the time from
