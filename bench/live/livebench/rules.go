@@ -423,6 +423,7 @@ func runRules(o options, dir string, reg *nsRegistry) (string, error) {
 		cs = slices.DeleteFunc(cs, func(c ruleConsumer) bool { return !slices.Contains(want, c.name) })
 	}
 	res := map[string][]ruleResult{}
+	load0 := loadAvg()
 	for round := 1; round <= o.rounds; round++ {
 		for _, c := range cs {
 			r, err := measureRules(o, dir, reg, w, rulePath, c)
@@ -438,7 +439,7 @@ func runRules(o options, dir string, reg *nsRegistry) (string, error) {
 			res[ruleKey(c)] = append(res[ruleKey(c)], r)
 		}
 	}
-	return rulesReport(w, cs, res, o), nil
+	return rulesReport(w, cs, res, o, fmt.Sprintf("load average %s at the start, %s at the end", load0, loadAvg())), nil
 }
 
 // measureRules runs one consumer in fresh namespaces.
@@ -768,10 +769,11 @@ func (r *nsRegistry) closeAll() {
 const legacyName = "kernel iptables-legacy"
 
 // rulesReport formats the comparison's medians, with each consumer's rate
-// against iptables-legacy's with as many sending threads in the same
-// round (a ratio per round, then their median: steadier than a ratio of
-// medians on a shared machine).
-func rulesReport(w *ruleWorkload, cs []ruleConsumer, res map[string][]ruleResult, o options) string {
+// and CPU cost against iptables-legacy's with as many sending threads in
+// the same round (a ratio per round, then their median: steadier than a
+// ratio of medians on a shared machine). load describes the machine's
+// load during the runs.
+func rulesReport(w *ruleWorkload, cs []ruleConsumer, res map[string][]ruleResult, o options, load string) string {
 	legacy := map[int][]ruleResult{} // by senders
 	for _, c := range cs {
 		if c.name == legacyName {
@@ -781,12 +783,37 @@ func rulesReport(w *ruleWorkload, cs []ruleConsumer, res map[string][]ruleResult
 	var s strings.Builder
 	host, _ := os.Hostname()
 	sp := w.spread
-	fmt.Fprintf(&s, "bench-live rules: %d CPUs (%s), %s per measurement, median of %d rounds, fresh namespaces per measurement\n\n",
-		runtime.NumCPU(), host, o.duration, o.rounds)
-	fmt.Fprintf(&s, "rule set: %s: %d rules in FORWARD, all ACCEPT, policy DROP\n", w.desc, w.rules)
+	fmt.Fprintf(&s, "bench-live rules: %d CPUs (%s), %s per measurement, median of %d rounds, fresh namespaces per measurement", runtime.NumCPU(), host, o.duration, o.rounds)
+	if load != "" {
+		s.WriteString(", " + load)
+	}
+	fmt.Fprintf(&s, "\n\nrule set: %s: %d rules in FORWARD, all ACCEPT, policy DROP\n", w.desc, w.rules)
 	fmt.Fprintf(&s, "traffic: %d packets of the traffic generator (minimum-size frames, TCP/UDP/ICMP as the rules ask), sent in a loop, each accepted by its first matching rule: %d distinct rules decide them, at position %.0f of %d on average, %d%% in the chain's second half (%d generated packets left out: %d not forwardable, %d accepted by no rule)\n\n",
 		sp.Packets, sp.Rules, sp.MeanPos, w.rules, percent(sp.LateHalf, sp.Packets), sp.Unroutable+sp.NoAccept, sp.Unroutable, sp.NoAccept)
-	s.WriteString("| consumer | queues | sending threads | packets/s, median (min-max) | vs iptables-legacy with as many senders, same round: median (min-max) | consumer CPU per packet | sender CPU per packet | counters |\n|---|---|---|---|---|---|---|---|\n")
+	s.WriteString("| consumer | queues | sending threads | packets/s, median (min-max) | packets/s vs iptables-legacy | consumer CPU per packet | sender CPU per packet | iptables-legacy's CPU per packet vs this one's | counters |\n|---|---|---|---|---|---|---|---|---|\n")
+	total := func(r ruleResult) float64 { return float64(r.consumerCPU + r.senderCPU) }
+	// ratio is the median over rounds of num(this)/den(legacy's), or
+	// its inverse, with the range.
+	ratio := func(rs, lg []ruleResult, f func(ruleResult) float64, inverse bool) string {
+		var rr []float64
+		for i := range rs {
+			if i >= len(lg) {
+				break
+			}
+			a, b := f(rs[i]), f(lg[i])
+			if inverse {
+				a, b = b, a
+			}
+			if b > 0 {
+				rr = append(rr, a/b)
+			}
+		}
+		if len(rr) == 0 {
+			return "-"
+		}
+		lo, hi, med := minMaxMedian(rr)
+		return fmt.Sprintf("%.2fx (%.2f-%.2fx)", med, lo, hi)
+	}
 	for _, c := range cs {
 		rs := res[ruleKey(c)]
 		if len(rs) == 0 {
@@ -803,19 +830,11 @@ func rulesReport(w *ruleWorkload, cs []ruleConsumer, res map[string][]ruleResult
 			}
 		}
 		lo, hi, med := minMaxMedian(pps)
-		ratio := "-"
+		rate, cost := "-", "-"
 		if c.name != legacyName {
-			var rr []float64
 			lg := legacy[c.nsenders()]
-			for i := range rs {
-				if i < len(lg) && lg[i].pps > 0 {
-					rr = append(rr, rs[i].pps/lg[i].pps)
-				}
-			}
-			if len(rr) > 0 {
-				rlo, rhi, rmed := minMaxMedian(rr)
-				ratio = fmt.Sprintf("%.2fx (%.2f-%.2fx)", rmed, rlo, rhi)
-			}
+			rate = ratio(rs, lg, func(r ruleResult) float64 { return r.pps }, false)
+			cost = ratio(rs, lg, total, true)
 		}
 		q, cpu := strconv.Itoa(c.queues), percentile(ccpu, 50).Round(10*time.Nanosecond).String()
 		if c.queues == 0 {
@@ -825,12 +844,29 @@ func rulesReport(w *ruleWorkload, cs []ruleConsumer, res map[string][]ruleResult
 		if c.counters == nil {
 			what = "sink agrees"
 		}
-		fmt.Fprintf(&s, "| %s | %s | %d | %.0f (%.0f-%.0f) | %s | %s | %s | %s in %d/%d |\n", c.name, q, c.nsenders(), med, lo, hi, ratio, cpu,
-			percentile(scpu, 50).Round(10*time.Nanosecond), what, checks, len(rs))
+		fmt.Fprintf(&s, "| %s | %s | %d | %.0f (%.0f-%.0f) | %s | %s | %s | %s | %s in %d/%d |\n", c.name, q, c.nsenders(), med, lo, hi, rate, cpu,
+			percentile(scpu, 50).Round(10*time.Nanosecond), cost, what, checks, len(rs))
 	}
-	s.WriteString("\ncounters: the consumer's rule counters add up to what the router sent on and its policy dropped nothing, and the sink received what the router sent (within 1%), in that many measurements.\n")
-	s.WriteString("sender CPU: the sending threads' CPU time, which includes the kernel's forwarding path run in their softirq (all of it for the kernel consumers, up to the queue for qtables); with one sender the kernel consumers forward on one CPU, qtables judges on the other.\n")
+	s.WriteString(`
+packets/s vs iptables-legacy: the rate over iptables-legacy's with as many sending threads in the same round, median (min-max) over rounds.
+sender CPU: the sending threads' CPU time, which includes the kernel's forwarding path run in their softirq (all of it for the kernel consumers, up to the queue for qtables); with one sender the kernel consumers forward on one CPU, qtables judges on the other.
+CPU vs iptables-legacy: iptables-legacy's CPU time per packet (sender) over this consumer's (consumer and sender), same round: the cost ratio, which other load on the machine does not move as it moves the rates.
+counters: the consumer's rule counters add up to what the router sent on and its policy dropped nothing, and the sink received what the router sent (within 1%), in that many measurements.
+`)
 	return s.String()
+}
+
+// loadAvg is the 1-minute load average.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return "?"
+	}
+	return f[0]
 }
 
 func percent(a, b int) int {

@@ -224,21 +224,31 @@ func TestRulesReport(t *testing.T) {
 			res[k] = append(res[k], ruleResult{pps: p, consumerCPU: 3 * time.Microsecond, senderCPU: time.Microsecond, counts: good})
 		}
 	}
+	// iptables-legacy's CPU is all the senders': 20, 10 and 30 µs.
 	add(legacyName, 0, 1, 20000, 10000, 30000)
+	for i, us := range []time.Duration{20, 10, 30} {
+		r := &res[ruleKey(ruleConsumer{name: legacyName})][i]
+		r.consumerCPU, r.senderCPU = 0, us*time.Microsecond
+	}
 	add("qtables", 1, 1, 80000, 50000, 60000) // ratios 4, 5, 2
 	add(legacyName, 0, 2, 40000, 40000, 40000)
+	for i := range 3 {
+		r := &res[ruleKey(ruleConsumer{name: legacyName, senders: 2})][i]
+		r.consumerCPU, r.senderCPU = 0, 40*time.Microsecond
+	}
 	add("qtables", 2, 2, 100000, 120000, 60000) // ratios 2.5, 3, 1.5
-	bad := ruleResult{pps: 1, counts: flowCounts{Forwarded: 10, AtSink: 5}}
+	bad := ruleResult{pps: 1, senderCPU: time.Microsecond, counts: flowCounts{Forwarded: 10, AtSink: 5}}
 	res[ruleKey(ruleConsumer{name: "kernel iptables-nft"})] = []ruleResult{bad}
 	w := &ruleWorkload{desc: "test set", rules: 100, spread: spread{Generated: 10, Packets: 8, Rules: 5, LateHalf: 4, MeanPos: 50, Unroutable: 2}}
-	out := rulesReport(w, cs, res, options{duration: time.Second, rounds: 3})
+	out := rulesReport(w, cs, res, options{duration: time.Second, rounds: 3}, "load average 1.00")
 	for _, want := range []string{
-		"| kernel iptables-legacy | - | 1 | 20000 (10000-30000) | - | - | 1µs | agree in 3/3 |",
-		"| qtables | 1 | 1 | 60000 (50000-80000) | 4.00x (2.00-5.00x) | 3µs | 1µs | agree in 3/3 |",
+		"| kernel iptables-legacy | - | 1 | 20000 (10000-30000) | - | - | 20µs | - | agree in 3/3 |",
+		// CPU: legacy's 20, 10 and 30 µs over qtables' 4 µs each round.
+		"| qtables | 1 | 1 | 60000 (50000-80000) | 4.00x (2.00-5.00x) | 3µs | 1µs | 5.00x (2.50-7.50x) | agree in 3/3 |",
 		"| kernel iptables-legacy | - | 2 | 40000 (40000-40000) | - |",
-		"| qtables | 2 | 2 | 100000 (60000-120000) | 2.50x (1.50-3.00x) |",
-		"| kernel iptables-nft | - | 1 | 1 (1-1) | 0.00x (0.00-0.00x) | - | 0s | agree in 0/1 |",
-		"test set: 100 rules in FORWARD",
+		"| qtables | 2 | 2 | 100000 (60000-120000) | 2.50x (1.50-3.00x) | 3µs | 1µs | 10.00x (10.00-10.00x) |",
+		"| kernel iptables-nft | - | 1 | 1 (1-1) | 0.00x (0.00-0.00x) | - | 1µs | 20.00x (20.00-20.00x) | agree in 0/1 |",
+		"test set: 100 rules in FORWARD", ", load average 1.00",
 		"8 packets", "5 distinct rules", "position 50 of 100", "50% in the chain's second half",
 	} {
 		if !strings.Contains(out, want) {
