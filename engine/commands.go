@@ -247,8 +247,10 @@ func (t *Table) apply(cmd *Command) error {
 		default:
 			return errAt(cmd.targetTok, "bad policy name %q (ACCEPT or DROP)", cmd.Policy)
 		}
-		// "-P CHAIN POLICY -c P B" is accepted, but iptables-nft leaves the
-		// policy counters alone (iptables-restore --counters sets them).
+		// iptables-nft 1.8.9 zeroes the chain's policy counters on -P, to
+		// the same policy too, and ignores "-c P B" there (checked in a
+		// namespace; iptables-restore --counters sets them).
+		c.Counters.Set(0, 0)
 	case CmdZero:
 		if cmd.Chain == "" {
 			t.ZeroCounters()

@@ -180,6 +180,32 @@ func TestApplyCounters(t *testing.T) {
 	}
 }
 
+// TestApplyPolicyZeroes: -P zeroes the policy counters of its chain only,
+// to the same policy too (iptables-nft 1.8.9, checked in a namespace:
+// ":FORWARD ACCEPT [5:100]" restored with --counters, then
+// "-P FORWARD ACCEPT" saves ":FORWARD ACCEPT [0:0]", while -A, -N, -F
+// leave the policy counters and -P INPUT leaves FORWARD's).
+func TestApplyPolicyZeroes(t *testing.T) {
+	rs, err := Parse("t", strings.NewReader("*filter\n:INPUT ACCEPT [4:40]\n:FORWARD ACCEPT [5:100]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ line, want string }{
+		{"-A FORWARD -d 1.2.3.4 -j DROP", ":INPUT ACCEPT [4:40]\n:FORWARD ACCEPT [5:100]\n"},
+		{"-N X", ":INPUT ACCEPT [4:40]\n:FORWARD ACCEPT [5:100]\n"},
+		{"-F INPUT", ":INPUT ACCEPT [4:40]\n:FORWARD ACCEPT [5:100]\n"},
+		{"-P INPUT DROP", ":INPUT DROP [0:0]\n:FORWARD ACCEPT [5:100]\n"},
+		{"-P FORWARD ACCEPT", ":INPUT DROP [0:0]\n:FORWARD ACCEPT [0:0]\n"},
+	} {
+		if err := apply(rs, tc.line); err != nil {
+			t.Fatalf("%q: %v", tc.line, err)
+		}
+		if s := saved(rs); !strings.Contains(s, tc.want) {
+			t.Errorf("after %q:\n%s\nwant %q", tc.line, s, tc.want)
+		}
+	}
+}
+
 func TestApplyTableCreation(t *testing.T) {
 	// iptables-nft creates a table on the first command that needs it;
 	// flushing, zeroing, deleting chains and listing do not.

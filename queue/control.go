@@ -21,6 +21,7 @@ import (
 	"github.com/qtables/qtables/conntrack"
 	"github.com/qtables/qtables/conntrack/kernelct"
 	"github.com/qtables/qtables/engine"
+	"github.com/qtables/qtables/matchers"
 )
 
 // The control socket is how `qtables --control SOCK ...` manages the
@@ -228,8 +229,14 @@ func (d *Daemon) control(ctx context.Context, req *ControlRequest) ControlReply 
 // what iptables prints to w. Listings, -C and -Z work on the rules in
 // force (the counters are shared with the packet path). Every other
 // command is applied to a copy, compiled and swapped in atomically: a
-// command that fails, or whose result does not compile, changes nothing,
-// and rules left unchanged keep their counters, as on a reload.
+// command that fails, or whose result does not compile, changes nothing.
+//
+// The copy (engine.Ruleset.Clone) shares the rules the command leaves
+// alone, so they keep counting into their own counters across the swap,
+// as the kernel's rules do under iptables-nft (a -D of one of two equal
+// rules leaves the other with its own counts), and only the chains the
+// command changed are compiled again (engine.Recompile): a -A or -D on a
+// 10,000-rule chain costs the compile of that chain, not of every table.
 func (d *Daemon) Command(w io.Writer, cmd *engine.Command) error {
 	switch cmd.Kind {
 	case engine.CmdList, engine.CmdListRules, engine.CmdCheck, engine.CmdZero:
@@ -240,23 +247,76 @@ func (d *Daemon) Command(w io.Writer, cmd *engine.Command) error {
 	d.editMu.Lock()
 	defer d.editMu.Unlock()
 	cur := d.rules.Load()
-	var buf bytes.Buffer
-	if err := cur.Set.Save(&buf, engine.SaveOptions{Counters: true}); err != nil {
-		return err
-	}
-	rs, err := engine.Parse(cur.Source, &buf)
-	if err != nil {
-		return fmt.Errorf("copy of the running rules: %w", err)
-	}
+	rs := cur.Set.Clone()
 	var out bytes.Buffer
-	err = rs.Run(&out, cmd)
+	err := rs.Run(&out, cmd)
 	if _, werr := w.Write(out.Bytes()); werr != nil && err == nil {
 		err = werr
 	}
 	if err != nil {
 		return err
 	}
-	return d.swapIn(rs, cur.Source)
+	prog, err := engine.Recompile(cur.Prog, rs)
+	if err != nil {
+		return err
+	}
+	r := rulesOf(rs, prog, cur.Source)
+	for _, h := range d.cfg.Hooks.Hooks {
+		if !r.HasHook(h) {
+			return fmt.Errorf("no table would have a %s chain, which the daemon hooks", h)
+		}
+	}
+	d.swapEdited(r, cmd)
+	d.log.Info("rules changed through the control socket", "table", cmd.Table, "chain", cmd.Chain)
+	return nil
+}
+
+// rulesOf is CompileRules for a Program already compiled.
+func rulesOf(rs *engine.Ruleset, prog *engine.Program, source string) *Rules {
+	r := &Rules{Set: rs, Prog: prog, Source: source}
+	for h := range r.byHook {
+		for _, name := range tableOrder {
+			if tp := prog.Table(name); tp != nil && tp.HasHook(matchers.Hook(h)) {
+				r.byHook[h] = append(r.byHook[h], tp)
+			}
+		}
+	}
+	return r
+}
+
+// swapEdited puts r, made from a Clone of the rules in force by cmd, in
+// force. The rules are shared and need nothing; the policy counters of
+// built-in chains were copied by the Clone, so the packets counted since
+// are carried over with the workers paused between two packets (as
+// swapRules does). A -P zeroes its chain's policy counters, as
+// iptables-nft does, so that chain's are not carried.
+func (d *Daemon) swapEdited(r *Rules, cmd *engine.Command) {
+	d.reloadMu.Lock()
+	defer d.reloadMu.Unlock()
+	for _, w := range d.pool {
+		w.mu.Lock()
+	}
+	defer func() {
+		for _, w := range d.pool {
+			w.mu.Unlock()
+		}
+	}()
+	old := d.rules.Load().Set
+	for _, nt := range r.Set.Tables {
+		ot := old.Table(nt.Name)
+		if ot == nil {
+			continue
+		}
+		for _, nc := range nt.Chains {
+			if !nc.Builtin || cmd.Kind == engine.CmdPolicy && cmd.Table == nt.Name && cmd.Chain == nc.Name {
+				continue
+			}
+			if oc := ot.Chain(nc.Name); oc != nil && oc.Builtin {
+				nc.Counters.Set(oc.Counters.Get())
+			}
+		}
+	}
+	d.rules.Store(r)
 }
 
 // Restore parses r (iptables-save format) and swaps it in atomically, as
