@@ -338,6 +338,7 @@ type ruleBench struct {
 	w        *ruleWorkload
 	rulePath string
 	counters string // qtables' --counters-file
+	stats    string // and --stats-file
 }
 
 // ruleConsumers lists the comparison: the kernel without rules (the
@@ -372,7 +373,7 @@ func ruleConsumers() []ruleConsumer {
 				}
 				p, err := rb.spawn(`msg="qtables running"`, rb.o.qtables, "run", "--rules", rb.rulePath, "--hook", "FORWARD",
 					"--queues", qs, "--fail-closed", "--metrics-addr", "", "--control-socket", "none",
-					"--counters-file", rb.counters, "--log-to", "stdout")
+					"--counters-file", rb.counters, "--stats-file", rb.stats, "--log-to", "stdout")
 				if err != nil {
 					return nil, err
 				}
@@ -433,6 +434,11 @@ func runRules(o options, dir string, reg *nsRegistry) (string, error) {
 			chk := r.counts.check()
 			if chk == "" {
 				chk = "ok"
+			} else if st, err := os.ReadFile(filepath.Join(dir, "stats.json")); err == nil {
+				var js bytes.Buffer
+				if json.Compact(&js, st) == nil {
+					chk += "; qtables' statistics: " + js.String()
+				}
 			}
 			fmt.Fprintf(os.Stderr, "rules round %d: %-24s %d queue(s) %d sender(s): %9.0f packets/s, consumer CPU %v/packet, sender CPU %v/packet; counts %+v: %s\n",
 				round, c.name, c.queues, c.nsenders(), r.pps, r.consumerCPU, r.senderCPU, r.counts, chk)
@@ -444,8 +450,10 @@ func runRules(o options, dir string, reg *nsRegistry) (string, error) {
 
 // measureRules runs one consumer in fresh namespaces.
 func measureRules(o options, dir string, reg *nsRegistry, w *ruleWorkload, rulePath string, c ruleConsumer) (res ruleResult, err error) {
-	rb := &ruleBench{bench: &bench{o: o, dir: dir}, w: w, rulePath: rulePath, counters: filepath.Join(dir, "counters")}
+	rb := &ruleBench{bench: &bench{o: o, dir: dir}, w: w, rulePath: rulePath,
+		counters: filepath.Join(dir, "counters"), stats: filepath.Join(dir, "stats.json")}
 	os.Remove(rb.counters)
+	os.Remove(rb.stats)
 	for _, p := range []struct {
 		ns   **netns.Namespace
 		role string
@@ -814,6 +822,7 @@ func rulesReport(w *ruleWorkload, cs []ruleConsumer, res map[string][]ruleResult
 		lo, hi, med := minMaxMedian(rr)
 		return fmt.Sprintf("%.2fx (%.2f-%.2fx)", med, lo, hi)
 	}
+	var disagree []string
 	for _, c := range cs {
 		rs := res[ruleKey(c)]
 		if len(rs) == 0 {
@@ -846,6 +855,14 @@ func rulesReport(w *ruleWorkload, cs []ruleConsumer, res map[string][]ruleResult
 		}
 		fmt.Fprintf(&s, "| %s | %s | %d | %.0f (%.0f-%.0f) | %s | %s | %s | %s | %s in %d/%d |\n", c.name, q, c.nsenders(), med, lo, hi, rate, cpu,
 			percentile(scpu, 50).Round(10*time.Nanosecond), cost, what, checks, len(rs))
+		for i, r := range rs {
+			if bad := r.counts.check(); bad != "" {
+				disagree = append(disagree, fmt.Sprintf("- %s, %d queue(s), %d sender(s), round %d: %s", c.name, c.queues, c.nsenders(), i+1, bad))
+			}
+		}
+	}
+	if len(disagree) > 0 {
+		s.WriteString("\ncounters that do not add up:\n" + strings.Join(disagree, "\n") + "\n")
 	}
 	s.WriteString(`
 packets/s vs iptables-legacy: the rate over iptables-legacy's with as many sending threads in the same round, median (min-max) over rounds.

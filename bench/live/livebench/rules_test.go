@@ -250,6 +250,7 @@ func TestRulesReport(t *testing.T) {
 		"| kernel iptables-nft | - | 1 | 1 (1-1) | 0.00x (0.00-0.00x) | - | 1µs | 20.00x (20.00-20.00x) | agree in 0/1 |",
 		"test set: 100 rules in FORWARD", ", load average 1.00",
 		"8 packets", "5 distinct rules", "position 50 of 100", "50% in the chain's second half",
+		"counters that do not add up:\n- kernel iptables-nft, 0 queue(s), 1 sender(s), round 1: router sent 10, sink got 5\n",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("report lacks %q:\n%s", want, out)
