@@ -395,3 +395,146 @@ func benchTrackDuringSweep(b *testing.B, same bool) {
 	b.ReportMetric(float64(tracks[len(tracks)*999/1000].Nanoseconds())/1e3, "p99.9-track-µs")
 	b.ReportMetric(float64(tracks[len(tracks)-1].Nanoseconds())/1e3, "max-track-µs")
 }
+
+// tcpFlows is n TCP connections 10.x.y.z:port -> 198.51.100.4:443 for
+// connection i = x<<16|y<<8|z, written straight into a View's buffer as
+// flowSet does for UDP.
+type tcpFlows struct{ n int }
+
+type tcpView struct {
+	packet.View
+	buf [40]byte
+}
+
+// TCP flag bits for tcpFlows.fill.
+const (
+	tcpSYN = 0x02
+	tcpACK = 0x10
+)
+
+func (fs *tcpFlows) fill(bv *tcpView, i int, reply bool, flags byte, seq, ack uint32) {
+	b := bv.buf[:]
+	cli := [4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}
+	srv := [4]byte{198, 51, 100, 4}
+	port := uint16(1024 + i%50000)
+	src, dst, sp, dp := cli, srv, port, uint16(443)
+	if reply {
+		src, dst, sp, dp = srv, cli, dp, sp
+	}
+	b[0] = 0x45
+	binary.BigEndian.PutUint16(b[2:4], 40)
+	b[8], b[9] = 64, 6
+	copy(b[12:16], src[:])
+	copy(b[16:20], dst[:])
+	t := b[20:]
+	binary.BigEndian.PutUint16(t[0:2], sp)
+	binary.BigEndian.PutUint16(t[2:4], dp)
+	binary.BigEndian.PutUint32(t[4:8], seq)
+	binary.BigEndian.PutUint32(t[8:12], ack)
+	t[12], t[13] = 5<<4, flags
+	binary.BigEndian.PutUint16(t[14:16], 65535)
+	v := &bv.View
+	v.Class, v.Family, v.Proto, v.Len = packet.ClassOK, 4, 6, 40
+	v.Network, v.L4 = b, t
+	v.IPv4.IHL, v.IPv4.FragWord = 5, 0
+	v.Src = netip.AddrFrom4(src)
+	v.Dst = netip.AddrFrom4(dst)
+}
+
+// ack fills connection i's steady-state acknowledgement in direction
+// reply: the same in-window segment every time.
+func (fs *tcpFlows) ack(bv *tcpView, i int, reply bool) {
+	if reply {
+		fs.fill(bv, i, true, tcpACK, 5001, 1001)
+	} else {
+		fs.fill(bv, i, false, tcpACK, 1001, 5001)
+	}
+}
+
+// establish opens every connection with a three-way handshake.
+func (fs *tcpFlows) establish(tb testing.TB, tab *Table, now time.Time) {
+	var v tcpView
+	for i := range fs.n {
+		fs.fill(&v, i, false, tcpSYN, 1000, 0)
+		r := tab.Track(&v.View, now)
+		if r.Info != CtNew || !r.Confirm(now) {
+			tb.Fatalf("SYN %d: %v", i, r)
+		}
+		fs.fill(&v, i, true, tcpSYN|tcpACK, 5000, 1001)
+		if r := tab.Track(&v.View, now); r.Info != CtEstablished {
+			tb.Fatalf("SYN/ACK %d: %v", i, r)
+		}
+		fs.ack(&v, i, false)
+		if r := tab.Track(&v.View, now); r.Info != CtEstablished || r.Entry.TCPState() != TCPEstablished {
+			tb.Fatalf("ACK %d: %v", i, r)
+		}
+	}
+}
+
+// BenchmarkTrackTCP1M is BenchmarkTrackTCP on 1M established connections
+// drawn uniformly (each packet's index cell, flow and TCP slot are cache
+// misses), one packet at a time and in batches of 32, on the Go heap and
+// on huge pages side by side.
+func BenchmarkTrackTCP1M(b *testing.B) {
+	fs := &tcpFlows{n: million}
+	var tabs []memTable
+	for _, heap := range []bool{true, false} {
+		tab := New(Config{MaxEntries: -1, HeapMemory: heap})
+		fs.establish(b, tab, t0)
+		name := "huge"
+		if heap {
+			name = "heap"
+		}
+		tabs = append(tabs, memTable{name, tab})
+	}
+	defer func() {
+		for _, mt := range tabs {
+			mt.tab.Close()
+		}
+	}()
+	rng := rand.New(rand.NewPCG(7, 7))
+	seq := make([]int32, 1<<20)
+	for i := range seq {
+		seq[i] = int32(rng.IntN(fs.n))
+	}
+	now := t0.Add(time.Second)
+	for _, size := range []int{0, 32} {
+		name := "single"
+		if size > 0 {
+			name = "batch=32"
+		}
+		for _, mt := range tabs {
+			b.Run(name+"/mem="+mt.name, func(b *testing.B) {
+				k := max(size, 1)
+				bvs := make([]tcpView, k)
+				views := make([]*packet.View, k)
+				for j := range bvs {
+					views[j] = &bvs[j].View
+				}
+				results := make([]Result, k)
+				runtime.LockOSThread()
+				defer runtime.UnlockOSThread()
+				b.ReportAllocs()
+				b.ResetTimer()
+				cpu0 := threadCPUTime()
+				for i := 0; i < b.N; i += k {
+					m := min(k, b.N-i)
+					for j := range m {
+						fs.ack(&bvs[j], int(seq[(i+j)&(len(seq)-1)]), (i+j)&1 == 1)
+					}
+					if size == 0 {
+						mt.tab.TrackInto(&results[0], views[0], now)
+					} else {
+						mt.tab.TrackBatch(views[:m], now, results[:m])
+					}
+					for j := range m {
+						if results[j].Info != CtEstablished {
+							b.Fatalf("%v", results[j])
+						}
+					}
+				}
+				b.ReportMetric(float64(threadCPUTime()-cpu0)/float64(b.N), "cpu-ns/op")
+			})
+		}
+	}
+}
