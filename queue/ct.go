@@ -3,6 +3,7 @@ package queue
 import (
 	"context"
 	"io"
+	"sync"
 	"time"
 
 	"github.com/qtables/qtables/conntrack"
@@ -42,14 +43,17 @@ func (d *Daemon) ctStats() *CtStats {
 // startConntrack runs the flow table's sweeper and, with CtFollowKernel,
 // follows the kernel's destroy events until ctx ends. A kernel that cannot
 // be followed (no ctnetlink) is logged and the run goes on: the table then
-// expires flows by its own timeouts, which are the kernel's.
-func (d *Daemon) startConntrack(ctx context.Context) {
+// expires flows by its own timeouts, which are the kernel's. The
+// returned function waits, once ctx has ended, until all of that has
+// stopped touching the table.
+func (d *Daemon) startConntrack(ctx context.Context) (wait func()) {
+	var wg sync.WaitGroup
 	if d.ct == nil {
-		return
+		return wg.Wait
 	}
-	go d.ct.Run(ctx, nil)
+	wg.Go(func() { d.ct.Run(ctx, nil) })
 	if !d.cfg.CtFollowKernel {
-		return
+		return wg.Wait
 	}
 	kc, err := kernelct.Open(ctx, kernelct.Options{Logger: d.log})
 	if err != nil {
@@ -64,12 +68,29 @@ func (d *Daemon) startConntrack(ctx context.Context) {
 	if err != nil {
 		kc.Close()
 		d.log.Warn("not following the kernel's conntrack (flows expire by their own timeouts)", "err", err)
-		return
+		return wg.Wait
 	}
-	go func() {
+	wg.Go(func() {
 		<-ctx.Done()
-		kc.Close()
-	}()
+		kc.Close() // returns once the watcher's callback has
+	})
+	return wg.Wait
+}
+
+// endConntrack ends the flow table's life at the end of Run: stop
+// cancels startConntrack's context, wait waits for its sweeper and
+// kernel watcher, and the table's memory, much of which a large table
+// maps outside the Go heap, is released (Table.Close). The readers and
+// workers must have stopped: Close must not overlap a TrackBatch, whose
+// lock-free prefetch pass reads the index. The table stays usable,
+// empty, for what reads it later (Stats, metrics); a Daemon that runs
+// again starts with no flows.
+func (d *Daemon) endConntrack(stop context.CancelFunc, wait func()) {
+	stop()
+	wait()
+	if d.ct != nil {
+		d.ct.Close()
+	}
 }
 
 // resyncKernel runs after destroy events were lost: every flow of qtables'

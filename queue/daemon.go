@@ -459,7 +459,8 @@ type reader struct {
 // is cancelled or a reader fails. On every way out it removes the hooks
 // first (new packets then bypass qtables), gives the packets already queued
 // their verdicts, unbinds the queues and writes the counters and stats
-// files. The returned error is nil after a cancel.
+// files; last it releases the flow table (its flows end with the run).
+// The returned error is nil after a cancel.
 func (d *Daemon) Run(ctx context.Context) (err error) {
 	lock, err := lockNamespace()
 	if err != nil {
@@ -502,8 +503,10 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 	// long as the run; the watcher starts before the hooks so that it sees
 	// the end of every connection they let in.
 	ctCtx, stopCt := context.WithCancel(ctx)
-	defer stopCt()
-	d.startConntrack(ctCtx)
+	waitCt := d.startConntrack(ctCtx)
+	// Deferred before the control socket's close, so it runs after it,
+	// and after the shutdown has stopped the readers and workers.
+	defer d.endConntrack(stopCt, waitCt)
 	if path := d.cfg.ControlSocket; path != "none" {
 		if path == "" {
 			path = DefaultControlSocket()
