@@ -7,6 +7,7 @@ import (
 	"io"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -355,5 +356,59 @@ func BenchmarkEdit10k(b *testing.B) {
 				b.Fatalf("%d rules after the edits, want %d", got, n)
 			}
 		})
+	}
+}
+
+// TestControlEditUnderLoad: control-socket edits while workers judge
+// packets lose no count: the rule the edits leave alone and the policy
+// (whose counters the swap carries over) count every packet sent to them,
+// and the rule that comes and goes counts only while it is there.
+func TestControlEditUnderLoad(t *testing.T) {
+	// 3,000 more rules that the packets miss, so that compiling takes a
+	// while and packets arrive between the copy and the swap.
+	var fill strings.Builder
+	for i := 0; i < 3000; i++ {
+		fmt.Fprintf(&fill, "-A FORWARD -s 192.0.%d.%d/32 -p tcp -m tcp --dport %d -j DROP\n", i/250, i%250, 1000+i)
+	}
+	d := testDaemon(t, strings.Replace(reloadA, "COMMIT\n", fill.String()+"COMMIT\n", 1), io.Discard, &bytes.Buffer{})
+	d.reloadMu.Lock()
+	d.pool = []*worker{d.newWorker(), d.newWorker()}
+	d.reloadMu.Unlock()
+	const perWorker = 20000
+	var wg sync.WaitGroup
+	for k, w := range d.pool {
+		wg.Add(1)
+		go func(w *worker) {
+			defer wg.Done()
+			q := &discardQueue{}
+			// Worker 0 sends to the port 80 rule, worker 1 to the policy.
+			p := tcpSyn("10.0.1.2", "10.0.2.2", 1, []uint16{80, 99}[k])
+			for i := 0; i < perWorker; i++ {
+				w.mu.Lock()
+				d.handle(w, &job{q: q, id: 1, data: p, hook: uint8(matchers.HookForward)})
+				w.mu.Unlock()
+			}
+		}(w)
+	}
+	ctx := context.Background()
+	for i := 0; i < 50; i++ {
+		args := []string{"-I", "FORWARD", "1", "-p", "icmp", "-j", "ACCEPT"}
+		if i%2 == 1 {
+			args = []string{"-D", "FORWARD", "-p", "icmp", "-j", "ACCEPT"}
+		}
+		if rep := d.control(ctx, &ControlRequest{Op: OpIptables, Args: args}); rep.Code != 0 {
+			t.Fatalf("%q: %+v", args, rep)
+		}
+	}
+	wg.Wait()
+	fwd := d.Rules().Set.Table("filter").Chain("FORWARD")
+	if got := fwd.Rules[0].String(); got != "-p tcp -m tcp --dport 80 -j ACCEPT" {
+		t.Fatalf("rule 1 is %q after the edits", got)
+	}
+	if p, _ := fwd.Rules[0].Counters.Get(); p != perWorker {
+		t.Errorf("port 80 rule counted %d packets, want %d", p, perWorker)
+	}
+	if p, _ := fwd.Counters.Get(); p != perWorker {
+		t.Errorf("FORWARD policy counted %d packets, want %d", p, perWorker)
 	}
 }
