@@ -141,6 +141,8 @@ type bench struct {
 	dir                  string
 	// pids are the running consumer's processes.
 	pids []int
+	// reg kills the processes and deletes the namespaces on a signal.
+	reg *nsRegistry
 }
 
 // cpuTime is the user and system time of the consumer's processes.
@@ -182,14 +184,14 @@ func run(o options) error {
 	if _, err := netns.CleanStale(nsPrefix); err != nil {
 		return err
 	}
-	b := &bench{o: o}
+	reg := &nsRegistry{}
+	b := &bench{o: o, reg: reg}
 	var err error
 	if b.dir, err = os.MkdirTemp("", "qtbench"); err != nil {
 		return err
 	}
 	defer os.RemoveAll(b.dir)
 	// Every exit path deletes the namespaces, a signal included.
-	reg := &nsRegistry{}
 	defer reg.closeAll()
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
@@ -538,6 +540,7 @@ type proc struct {
 	cmd    *exec.Cmd
 	stderr *syncBuf
 	done   chan error
+	reg    *nsRegistry
 }
 
 type syncBuf struct {
@@ -566,7 +569,13 @@ func (b *bench) spawn(ready string, prog string, args ...string) (*proc, error) 
 	if err := p.cmd.Start(); err != nil {
 		return nil, err
 	}
-	go func() { p.done <- p.cmd.Wait() }()
+	b.reg.addProc(p.cmd.Process)
+	p.reg = b.reg
+	go func() {
+		err := p.cmd.Wait()
+		b.reg.removeProc(p.cmd.Process)
+		p.done <- err
+	}()
 	b.pids = append(b.pids, p.cmd.Process.Pid) // ip netns exec execs the program
 	deadline := time.Now().Add(20 * time.Second)
 	for !strings.Contains(p.stderr.String(), ready) {

@@ -450,7 +450,7 @@ func runRules(o options, dir string, reg *nsRegistry) (string, error) {
 
 // measureRules runs one consumer in fresh namespaces.
 func measureRules(o options, dir string, reg *nsRegistry, w *ruleWorkload, rulePath string, c ruleConsumer) (res ruleResult, err error) {
-	rb := &ruleBench{bench: &bench{o: o, dir: dir}, w: w, rulePath: rulePath,
+	rb := &ruleBench{bench: &bench{o: o, dir: dir, reg: reg}, w: w, rulePath: rulePath,
 		counters: filepath.Join(dir, "counters"), stats: filepath.Join(dir, "stats.json")}
 	os.Remove(rb.counters)
 	os.Remove(rb.stats)
@@ -742,10 +742,25 @@ func (rb *ruleBench) flood(fd, first int, quit <-chan struct{}, sent *atomic.Uin
 	}
 }
 
-// nsRegistry holds the namespaces alive, for deletion on a signal.
+// nsRegistry holds the namespaces alive and the consumer processes
+// running in them, for cleaning up on a signal.
 type nsRegistry struct {
-	mu   sync.Mutex
-	live []*netns.Namespace
+	mu    sync.Mutex
+	live  []*netns.Namespace
+	procs []*os.Process
+}
+
+func (r *nsRegistry) addProc(p *os.Process) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.procs = append(r.procs, p)
+}
+
+// removeProc forgets p (it has exited).
+func (r *nsRegistry) removeProc(p *os.Process) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.procs = slices.DeleteFunc(r.procs, func(q *os.Process) bool { return q == p })
 }
 
 func (r *nsRegistry) add(n *netns.Namespace) {
@@ -762,12 +777,17 @@ func (r *nsRegistry) close(n *netns.Namespace) {
 	n.Close()
 }
 
-// closeAll deletes every namespace still alive.
+// closeAll kills the processes still running and deletes every
+// namespace still alive (a namespace outlives its deletion while a
+// process runs in it).
 func (r *nsRegistry) closeAll() {
 	r.mu.Lock()
-	live := r.live
-	r.live = nil
+	live, procs := r.live, r.procs
+	r.live, r.procs = nil, nil
 	r.mu.Unlock()
+	for _, p := range procs {
+		p.Kill()
+	}
 	for _, n := range live {
 		n.Close()
 	}
