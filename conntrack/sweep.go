@@ -85,9 +85,10 @@ func (t *Table) Sweep(now time.Time) SweepStats {
 	return t.sweep(now, nil)
 }
 
-// holdProbe lets a benchmark time every lock hold of a sweep with its own
-// clock (e.g. the thread's CPU time, which excludes the OS descheduling
-// the sweeper).
+// holdProbe lets a benchmark see every lock hold of a sweep, timed by the
+// wall clock and, if clock is not nil, by its own clock (e.g. the
+// thread's CPU time, which excludes the OS descheduling the sweeper, but
+// costs a system call at each end of the hold).
 type holdProbe struct {
 	clock  func() time.Duration
 	onHold func(wall, clock time.Duration)
@@ -119,7 +120,7 @@ type victim struct {
 // lock and unlock take s.mu, timing the hold between them.
 func (w *sweeper) lock(s *shard) (start time.Time, c0 time.Duration) {
 	s.mu.Lock()
-	if w.probe != nil {
+	if w.probe != nil && w.probe.clock != nil {
 		c0 = w.probe.clock()
 	}
 	return time.Now(), c0
@@ -127,7 +128,7 @@ func (w *sweeper) lock(s *shard) (start time.Time, c0 time.Duration) {
 
 func (w *sweeper) unlock(s *shard, start time.Time, c0 time.Duration) {
 	var c time.Duration
-	if w.probe != nil {
+	if w.probe != nil && w.probe.clock != nil {
 		c = w.probe.clock() - c0
 	}
 	hold := time.Since(start)
