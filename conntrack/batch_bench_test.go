@@ -72,13 +72,14 @@ type memTable struct {
 
 // memTables returns two tables holding fs's n flows, established: one
 // with Config.HeapMemory ("heap") and one with the default memory
-// ("huge": 2 MiB pages once the table is large enough). The caller closes
-// them.
+// ("huge": 2 MiB pages once the table is large enough, and, after the
+// sweep that Run would have made, all of it). The caller closes them.
 func memTables(b *testing.B, n int, fs *flowSet) []memTable {
 	var tabs []memTable
 	for _, heap := range []bool{true, false} {
 		tab := New(Config{MaxEntries: -1, HeapMemory: heap})
 		fs.establish(b, tab, t0)
+		tab.Sweep(t0) // as Run would: moves the heap part to huge pages
 		name := "huge"
 		if heap {
 			name = "heap"

@@ -83,6 +83,26 @@ type arena struct {
 
 func newArena(heapOnly bool) *arena { return &arena{off: heapOnly || !canMap} }
 
+// active reports whether new arrays come from mapped memory.
+func (a *arena) active() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return !a.off && a.heap+a.mapped+a.planned >= arenaThreshold
+}
+
+// contains reports whether p lies in one of a's mappings.
+func (a *arena) contains(p unsafe.Pointer) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, r := range a.regions {
+		lo := uintptr(unsafe.Pointer(unsafe.SliceData(r)))
+		if u := uintptr(p); u >= lo && u-lo < uintptr(len(r)) {
+			return true
+		}
+	}
+	return false
+}
+
 // take returns n bytes of mapped memory (zeroed, page-aligned), or nil
 // when the table is still small or mapping is off or failed. a.mu is held.
 func (a *arena) take(n int) []byte {

@@ -5,20 +5,9 @@ import (
 	"testing"
 	"time"
 	"unsafe"
-)
 
-// inRegion reports whether p lies in one of a's mappings.
-func (a *arena) inRegion(p unsafe.Pointer) bool {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	for _, r := range a.regions {
-		lo := uintptr(unsafe.Pointer(unsafe.SliceData(r)))
-		if u := uintptr(p); u >= lo && u < lo+uintptr(len(r)) {
-			return true
-		}
-	}
-	return false
-}
+	"github.com/qtables/qtables/packet"
+)
 
 // fillFlows tracks and confirms UDP flows 0..n-1 of fs at now.
 func fillFlows(tb testing.TB, tab *Table, fs *flowSet, n int, now time.Time) {
@@ -47,14 +36,14 @@ func TestArena(t *testing.T) {
 	for i := range tab.shards {
 		s := &tab.shards[i]
 		for _, c := range s.chunks {
-			if tab.mem.inRegion(unsafe.Pointer(c)) {
+			if tab.mem.contains(unsafe.Pointer(c)) {
 				mapped++
 				if uintptr(unsafe.Pointer(c))%arenaAlign != 0 {
 					t.Fatalf("mapped chunk at %p not page-aligned", c)
 				}
 			}
 		}
-		if s.slotsMapped != tab.mem.inRegion(unsafe.Pointer(unsafe.SliceData(s.slots))) {
+		if s.slotsMapped != tab.mem.contains(unsafe.Pointer(unsafe.SliceData(s.slots))) {
 			t.Fatalf("shard %d: slotsMapped %v disagrees with the index's address", i, s.slotsMapped)
 		}
 		for idx := uint32(0); idx < s.used; idx++ {
@@ -67,6 +56,26 @@ func TestArena(t *testing.T) {
 		t.Fatalf("%d of the chunks mapped, %d bytes: the arena was not used", mapped, tab.mem.mappedBytes())
 	}
 	t.Logf("%d chunks mapped, arena %d KiB", mapped, tab.mem.mappedBytes()>>10)
+
+	// A sweep moves the chunks and indexes still on the heap (those from
+	// before the table crossed the threshold) into mapped memory.
+	if st := tab.Sweep(t0); st.Expired != 0 {
+		t.Fatalf("sweep expired %d", st.Expired)
+	}
+	checkInvariants(t, tab)
+	if canMap {
+		for i := range tab.shards {
+			s := &tab.shards[i]
+			for j, c := range s.chunks {
+				if !tab.mem.contains(unsafe.Pointer(c)) {
+					t.Fatalf("shard %d chunk %d still on the heap after a sweep", i, j)
+				}
+			}
+			if !s.slotsMapped || len(*s.chunkTab.Load()) != len(s.chunks) || (*s.chunkTab.Load())[0] != s.chunks[0] {
+				t.Fatalf("shard %d: index mapped %v, published chunks stale", i, s.slotsMapped)
+			}
+		}
+	}
 
 	// Every flow is found, in mapped memory or not.
 	var v benchView
@@ -165,4 +174,59 @@ func TestArenaCleanup(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	t.Fatal("mappings of an unreachable table not released")
+}
+
+// TestArenaPromoteConcurrent: the sweeper moves chunks and indexes into
+// mapped memory while TrackBatch and Track run on the same flows; every
+// packet still finds its flow and the table stays consistent.
+func TestArenaPromoteConcurrent(t *testing.T) {
+	const n = 60000
+	fs := newUDPFlows(n)
+	tab := New(Config{MaxEntries: -1, Shards: 8})
+	defer tab.Close()
+	fillFlows(t, tab, fs, n, t0)
+	now := t0.Add(time.Second)
+	done := make(chan struct{})
+	errs := make(chan string, 1)
+	go func() {
+		defer close(done)
+		bvs := make([]benchView, 32)
+		views := make([]*packet.View, 32)
+		for j := range bvs {
+			views[j] = &bvs[j].View
+		}
+		results := make([]Result, 32)
+		for i := 0; i < 4*n; i += 32 {
+			for j := range 32 {
+				fs.fill(&bvs[j], (i+j*1877)%n, j&1 == 1)
+			}
+			tab.TrackBatch(views, now, results)
+			for j := range results {
+				if results[j].Info != CtEstablished && results[j].Info != CtNew {
+					select {
+					case errs <- results[j].String():
+					default:
+					}
+					return
+				}
+			}
+		}
+	}()
+	for {
+		tab.Sweep(now)
+		select {
+		case <-done:
+			select {
+			case e := <-errs:
+				t.Fatal(e)
+			default:
+			}
+			checkInvariants(t, tab)
+			if tab.Len() != n {
+				t.Fatalf("%d flows, want %d", tab.Len(), n)
+			}
+			return
+		default:
+		}
+	}
 }

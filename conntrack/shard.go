@@ -1,6 +1,7 @@
 package conntrack
 
 import (
+	"slices"
 	"sync"
 	"sync/atomic"
 	"unsafe"
@@ -67,6 +68,9 @@ type shard struct {
 	mem *arena
 
 	chunks []*chunk
+	// promoted counts the leading chunks known to be in mapped memory
+	// (see promote).
+	promoted int
 	// chunkTab publishes a copy of chunks to the prefetch pass.
 	chunkTab atomic.Pointer[[]*chunk]
 	used     uint32 // slab positions handed out so far (high-water mark)
@@ -226,6 +230,56 @@ func (s *shard) resize(n int) {
 	if oldMapped {
 		s.mem.retire(old)
 	}
+}
+
+// promoteChunks bounds the chunks one promote step copies (32 KiB each):
+// a few microseconds under the lock.
+const promoteChunks = 4
+
+// promote moves what of s still lies on the Go heap into mapped memory
+// once the table has grown large enough to use it (see arenaThreshold):
+// otherwise a table that grew past the threshold would keep its index
+// and first chunks on 4 KiB pages for good. One call does a bounded step
+// (the index, or up to promoteChunks chunks) and reports whether it did
+// anything; the sweeper calls it until it reports false. s.mu is held.
+//
+// Moving is safe because nothing keeps a pointer into a chunk or index
+// across lock holds except TrackBatch's prefetch stages, which only take
+// hints from what they read, and whose references keep a heap array alive
+// for as long as they need it.
+func (s *shard) promote() bool {
+	if s.mem == nil || !s.mem.active() {
+		return false
+	}
+	if !s.slotsMapped && len(s.slots) > 0 {
+		s.resize(len(s.slots))
+		return s.slotsMapped
+	}
+	var chunks []*chunk // copy on write: the prefetch pass reads the old array
+	moved := 0
+	for ; s.promoted < len(s.chunks) && moved < promoteChunks; s.promoted++ {
+		c := s.chunks[s.promoted]
+		if s.mem.contains(unsafe.Pointer(c)) {
+			continue
+		}
+		nc := s.mem.newChunk()
+		if !s.mem.contains(unsafe.Pointer(nc)) {
+			break // mapping failed: the arena is off now
+		}
+		*nc = *c
+		if chunks == nil {
+			chunks = slices.Clone(s.chunks)
+		}
+		chunks[s.promoted] = nc
+		moved++
+	}
+	if chunks == nil {
+		return false
+	}
+	s.chunks = chunks
+	tab := chunks
+	s.chunkTab.Store(&tab)
+	return true
 }
 
 // removeAt empties the slot at pos and shifts later members of its probe

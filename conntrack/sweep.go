@@ -151,8 +151,15 @@ func (t *Table) sweep(now time.Time, probe *holdProbe) SweepStats {
 	return w.st
 }
 
-// shard sweeps s, sweepBatch slab positions per step.
+// shard sweeps s, sweepBatch slab positions per step, after moving what
+// of it is still on the Go heap to mapped memory if the table has grown
+// large enough (shard.promote, a bounded step per hold).
 func (w *sweeper) shard(s *shard) {
+	for more := true; more; {
+		start, c0 := w.lock(s)
+		more = s.promote()
+		w.unlock(s, start, c0)
+	}
 	for pos := uint32(0); ; pos += sweepBatch {
 		for i := range sweepBatch {
 			if f, _ := s.peek(pos + uint32(i)); f != 0 {
