@@ -364,10 +364,10 @@ func BenchmarkEdit10k(b *testing.B) {
 // (whose counters the swap carries over) count every packet sent to them,
 // and the rule that comes and goes counts only while it is there.
 func TestControlEditUnderLoad(t *testing.T) {
-	// 3,000 more rules that the packets miss, so that compiling takes a
+	// 1,500 more rules that the packets miss, so that compiling takes a
 	// while and packets arrive between the copy and the swap.
 	var fill strings.Builder
-	for i := 0; i < 3000; i++ {
+	for i := 0; i < 1500; i++ {
 		fmt.Fprintf(&fill, "-A FORWARD -s 192.0.%d.%d/32 -p tcp -m tcp --dport %d -j DROP\n", i/250, i%250, 1000+i)
 	}
 	d := testDaemon(t, strings.Replace(reloadA, "COMMIT\n", fill.String()+"COMMIT\n", 1), io.Discard, &bytes.Buffer{})
@@ -391,7 +391,7 @@ func TestControlEditUnderLoad(t *testing.T) {
 		}(w)
 	}
 	ctx := context.Background()
-	for i := 0; i < 50; i++ {
+	for i := 0; i < 12; i++ {
 		args := []string{"-I", "FORWARD", "1", "-p", "icmp", "-j", "ACCEPT"}
 		if i%2 == 1 {
 			args = []string{"-D", "FORWARD", "-p", "icmp", "-j", "ACCEPT"}
