@@ -239,6 +239,10 @@ type flowCounts struct {
 	// HasRules: Accepted and Policy are the consumer's own counters.
 	HasRules         bool
 	Accepted, Policy uint64
+	// CtDrops are qtables' drops by its flow table after the rules
+	// accepted (its statistics' ct_drops: a confirmation that lost a
+	// clash, a full table).
+	CtDrops uint64
 }
 
 // check reports whether the counts show the consumer forwarding what its
@@ -251,7 +255,11 @@ func (c flowCounts) check() string {
 			bad = append(bad, fmt.Sprintf("%d dropped by the policy", c.Policy))
 		}
 		if c.Accepted != c.Forwarded+c.FwdDrops {
-			bad = append(bad, fmt.Sprintf("rules accepted %d, router sent on %d", c.Accepted, c.Forwarded+c.FwdDrops))
+			m := fmt.Sprintf("rules accepted %d, router sent on %d", c.Accepted, c.Forwarded+c.FwdDrops)
+			if c.CtDrops > 0 {
+				m += fmt.Sprintf(" (qtables' flow table dropped %d: ct_drops)", c.CtDrops)
+			}
+			bad = append(bad, m)
 		}
 	}
 	// The sink's backlog may drop a few under load; more than 1% means
@@ -559,6 +567,15 @@ func measureRules(o options, dir string, reg *nsRegistry, w *ruleWorkload, ruleP
 			return res, fmt.Errorf("the consumer's FORWARD chain has %d rules, the set %d", cc.Rules, w.rules)
 		}
 		fc.HasRules, fc.Accepted, fc.Policy = true, cc.Accepted, cc.Policy
+	}
+	if st, err := os.ReadFile(rb.stats); err == nil {
+		var qs struct {
+			CtDrops uint64 `json:"ct_drops"`
+		}
+		if err := json.Unmarshal(st, &qs); err != nil {
+			return res, fmt.Errorf("qtables statistics: %w", err)
+		}
+		fc.CtDrops = qs.CtDrops
 	}
 	res.counts = fc
 	return res, nil

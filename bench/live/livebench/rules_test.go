@@ -203,6 +203,7 @@ func TestFlowCountsCheck(t *testing.T) {
 		{"agree", ok, ""},
 		{"policy", func() flowCounts { c := ok; c.Policy = 2; return c }(), "2 dropped by the policy"},
 		{"accepted", func() flowCounts { c := ok; c.Accepted = 905; return c }(), "rules accepted 905, router sent on 910"},
+		{"ct drops", func() flowCounts { c := ok; c.Accepted, c.CtDrops = 915, 5; return c }(), "rules accepted 915, router sent on 910 (qtables' flow table dropped 5: ct_drops)"},
 		{"sink short", func() flowCounts { c := ok; c.AtSink = 800; return c }(), "router sent 900, sink got 800"},
 		{"sink over", func() flowCounts { c := ok; c.AtSink = 901; return c }(), "sink got 901"},
 		{"no rules", flowCounts{Forwarded: 50, AtSink: 50, Accepted: 7}, ""},
