@@ -35,6 +35,11 @@
 // kernel does. Confirm and Discard are no-ops on packets of confirmed
 // connections, so callers may call one of them for every packet.
 //
+// A process that is done with a table calls Close: a large table keeps
+// its slabs outside the Go heap (see Layout), which the garbage collector
+// does not see, so a dropped table that is never closed is released only
+// whenever a collection happens to find it unreachable.
+//
 // Result.Entry is a copy of the connection taken under its lock, so
 // matches read it without synchronisation. Result.Ref names the live
 // entry for the targets that write to it (CONNMARK through UpdateMark,
@@ -79,9 +84,25 @@
 // 32 KiB size class holds with 1% slack), 200 bytes each. None of it holds
 // pointers, so the garbage collector never scans the slabs. With the
 // index at 3/8 to 3/4 occupancy a flow costs 200 + 10.7..21.3 bytes, at
-// most 221.3 bytes (TestEntrySize checks the budget; BenchmarkMemoryPerFlow
-// measures the heap per flow at 1M flows). An Entry, what callers get, is
-// a copy of the flow plus the L7 slot and the TCP state (144 bytes).
+// most 221.3 bytes (223.6 in mapped memory, where a chunk takes 8 whole
+// pages; TestEntrySize checks the budget; BenchmarkMemoryPerFlow measures
+// 220 bytes per flow at 1M flows, either way). An Entry, what callers
+// get, is a copy of the flow plus the L7 slot and the TCP state (144
+// bytes).
+//
+// Once a table's slabs and indexes outgrow 8 MiB, new chunks and index
+// arrays come from memory the table maps itself (anonymous, private,
+// 64 MiB at a time, 2 MiB aligned) and advises for transparent huge pages
+// (MADV_HUGEPAGE, which the kernel honours in its default "madvise"
+// mode), and the sweeper moves what was allocated before onto it, a few
+// chunks per lock hold: a lookup then costs no page walks (see Cost).
+// Nothing there holds a Go pointer, so the garbage collector need not see
+// it. An outgrown index array is kept for reuse (cut into chunks) until
+// Close, because TrackBatch's prefetch stage may still read it. Close
+// unmaps everything; a table dropped without Close is unmapped by a
+// cleanup once the garbage collector finds it unreachable. With
+// Config.HeapMemory, on systems other than Linux, or if mapping or
+// advising fails, everything stays on the Go heap.
 //
 // Every entry keeps the original tuple (the reply tuple is its inverse),
 // the TCP tracker's state (including both directions' window data), creation and last-packet times, the expiry
@@ -117,11 +138,19 @@
 // kernel); every new connection sweeps 4 slab positions of its shard, so
 // expired entries are reclaimed at the rate new ones arrive; and Sweep (run
 // periodically by Run, with a context.Context lifetime and a clock
-// function) walks each shard in batches of 64 positions, releasing the
-// lock between batches, so a packet waits at most one batch (microseconds;
-// BenchmarkSweep1M and BenchmarkTrackDuringSweep report the worst hold and
-// the worst Track latency while 1M flows expire). Unconfirmed entries that
-// were neither confirmed nor discarded within 60 s (a caller bug) are
+// function) walks each shard without ever holding its lock for more than
+// a short step on memory already in cache: it prefetches 64 flows without
+// the lock, takes the lock to note which of them expired, lets go, hashes
+// the victims and prefetches their index cells, then takes the lock again
+// to unlink them 16 at a time, skipping any that a packet refreshed or
+// that were reused in between (the generation tells). A packet never
+// waits on a whole-shard scan: a step is about half a microsecond of work.
+// What a packet can still meet is a sweeper that the OS deschedules
+// while it holds a lock; the steps make that rare, not impossible.
+// BenchmarkSweep1M reports the sweeper's holds while 1M flows expire, and
+// BenchmarkTrackDuringSweep the latency of Track calls meanwhile, next to
+// a control that sweeps another table. Unconfirmed entries that were
+// neither confirmed nor discarded within 60 s (a caller bug) are
 // reclaimed too.
 //
 // MaxEntries is nf_conntrack_max (default 262144). A new connection beyond

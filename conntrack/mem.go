@@ -83,6 +83,51 @@ type arena struct {
 
 func newArena(heapOnly bool) *arena { return &arena{off: heapOnly || !canMap} }
 
+// touch writes a zero to every page of b, which the caller owns and
+// which is zero: the kernel then backs it (with a huge page where it can,
+// zeroing 2 MiB at once, and perhaps compacting memory first) now, before
+// it is handed to a shard, rather than at its first use under a shard
+// lock.
+func touch(b []byte) {
+	for i := 0; i < len(b); i += arenaAlign {
+		b[i] = 0
+	}
+}
+
+// refill keeps a reserve of chunks that are backed by memory already (see
+// touch), so that a shard growing its slab under its lock does not wait
+// for the kernel to back a fresh huge page: some 6 % of the mapped memory,
+// 2 to 16 MiB. The sweeper calls it, holding no shard lock. It does
+// nothing until the table is large enough for the arena.
+func (a *arena) refill() {
+	a.mu.Lock()
+	want := min(max(a.mapped/16, 2<<20), 16<<20)/int64(chunkStride) - int64(len(a.spare))
+	var b []byte
+	if want > 0 {
+		b = a.take(int(want) * chunkStride)
+	}
+	a.mu.Unlock()
+	if b == nil {
+		return
+	}
+	touch(b)
+	a.mu.Lock()
+	for ; len(b) >= chunkStride; b = b[chunkStride:] {
+		a.spare = append(a.spare, b[:chunkStride:chunkStride])
+	}
+	a.mu.Unlock()
+}
+
+// giveBack returns a chunk from newChunk that was not used.
+func (a *arena) giveBack(c *chunk) {
+	if !a.contains(unsafe.Pointer(c)) {
+		return // the Go heap's: the collector takes it
+	}
+	a.mu.Lock()
+	a.spare = append(a.spare, unsafe.Slice((*byte)(unsafe.Pointer(c)), chunkStride))
+	a.mu.Unlock()
+}
+
 // active reports whether new arrays come from mapped memory.
 func (a *arena) active() bool {
 	a.mu.Lock()

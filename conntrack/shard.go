@@ -1,7 +1,6 @@
 package conntrack
 
 import (
-	"slices"
 	"sync"
 	"sync/atomic"
 	"unsafe"
@@ -68,9 +67,6 @@ type shard struct {
 	mem *arena
 
 	chunks []*chunk
-	// promoted counts the leading chunks known to be in mapped memory
-	// (see promote).
-	promoted int
 	// chunkTab publishes a copy of chunks to the prefetch pass.
 	chunkTab atomic.Pointer[[]*chunk]
 	used     uint32 // slab positions handed out so far (high-water mark)
@@ -208,78 +204,38 @@ func (s *shard) grow() {
 }
 
 func (s *shard) resize(n int) {
+	s.resizeInto(s.mem.newSlots(n))
+}
+
+// resizeInto rehashes the index into slots, a zeroed array from
+// s.mem.newSlots (mapped says whether it is mapped memory).
+func (s *shard) resizeInto(slots []slot, mapped bool) {
 	old, oldMapped := s.slots, s.slotsMapped
 	// Fill the new array before publishing it: until then no reader can
 	// see it, so plain stores suffice. (A reused array may still be read
 	// by a prefetch stage that loaded it while it served another shard;
 	// that reader only takes hints from it.)
-	slots, mapped := s.mem.newSlots(n)
+	n := len(slots)
 	mask := n - 1
-	for _, sl := range old {
-		if sl == 0 {
-			continue
+	if n == len(old) {
+		copy(slots, old) // a move (see sweeper.promote): same places
+	} else {
+		for _, sl := range old {
+			if sl == 0 {
+				continue
+			}
+			pos := int(sl.hash()) & mask
+			for slots[pos] != 0 {
+				pos = (pos + 1) & mask
+			}
+			slots[pos] = sl
 		}
-		pos := int(sl.hash()) & mask
-		for slots[pos] != 0 {
-			pos = (pos + 1) & mask
-		}
-		slots[pos] = sl
 	}
 	s.slots, s.slotsMapped = slots, mapped
 	s.index.Store(&slots)
 	if oldMapped {
 		s.mem.retire(old)
 	}
-}
-
-// promoteChunks bounds the chunks one promote step copies (32 KiB each):
-// a few microseconds under the lock.
-const promoteChunks = 4
-
-// promote moves what of s still lies on the Go heap into mapped memory
-// once the table has grown large enough to use it (see arenaThreshold):
-// otherwise a table that grew past the threshold would keep its index
-// and first chunks on 4 KiB pages for good. One call does a bounded step
-// (the index, or up to promoteChunks chunks) and reports whether it did
-// anything; the sweeper calls it until it reports false. s.mu is held.
-//
-// Moving is safe because nothing keeps a pointer into a chunk or index
-// across lock holds except TrackBatch's prefetch stages, which only take
-// hints from what they read, and whose references keep a heap array alive
-// for as long as they need it.
-func (s *shard) promote() bool {
-	if s.mem == nil || !s.mem.active() {
-		return false
-	}
-	if !s.slotsMapped && len(s.slots) > 0 {
-		s.resize(len(s.slots))
-		return s.slotsMapped
-	}
-	var chunks []*chunk // copy on write: the prefetch pass reads the old array
-	moved := 0
-	for ; s.promoted < len(s.chunks) && moved < promoteChunks; s.promoted++ {
-		c := s.chunks[s.promoted]
-		if s.mem.contains(unsafe.Pointer(c)) {
-			continue
-		}
-		nc := s.mem.newChunk()
-		if !s.mem.contains(unsafe.Pointer(nc)) {
-			break // mapping failed: the arena is off now
-		}
-		*nc = *c
-		if chunks == nil {
-			chunks = slices.Clone(s.chunks)
-		}
-		chunks[s.promoted] = nc
-		moved++
-	}
-	if chunks == nil {
-		return false
-	}
-	s.chunks = chunks
-	tab := chunks
-	s.chunkTab.Store(&tab)
-	return true
 }
 
 // removeAt empties the slot at pos and shifts later members of its probe

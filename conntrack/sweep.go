@@ -142,6 +142,7 @@ func (w *sweeper) unlock(s *shard, start time.Time, c0 time.Duration) {
 // sweep is Sweep, reporting every lock hold to probe if it is not nil.
 func (t *Table) sweep(now time.Time, probe *holdProbe) SweepStats {
 	w := &sweeper{t: t, now: now.UnixNano(), probe: probe}
+	t.mem.refill()
 	for i := range t.shards {
 		w.shard(&t.shards[i])
 	}
@@ -153,13 +154,9 @@ func (t *Table) sweep(now time.Time, probe *holdProbe) SweepStats {
 
 // shard sweeps s, sweepBatch slab positions per step, after moving what
 // of it is still on the Go heap to mapped memory if the table has grown
-// large enough (shard.promote, a bounded step per hold).
+// large enough (see promote).
 func (w *sweeper) shard(s *shard) {
-	for more := true; more; {
-		start, c0 := w.lock(s)
-		more = s.promote()
-		w.unlock(s, start, c0)
-	}
+	w.promote(s)
 	for pos := uint32(0); ; pos += sweepBatch {
 		for i := range sweepBatch {
 			if f, _ := s.peek(pos + uint32(i)); f != 0 {
@@ -197,6 +194,96 @@ func (w *sweeper) shard(s *shard) {
 			w.unlink(s, vs[:k])
 			w.unlock(s, start, c0)
 			vs = vs[k:]
+		}
+	}
+}
+
+// promoteChunks bounds the chunks one promotion step copies under the
+// lock (32 KiB each: a few microseconds).
+const promoteChunks = 4
+
+// promote moves s's index and slab chunks that are still on the Go heap
+// (allocated before the table outgrew arenaThreshold) into mapped memory:
+// otherwise a table that grew past the threshold would keep them on
+// 4 KiB pages for good. The new memory is obtained and backed without
+// the lock; under it, promote only copies, a bounded step at a time (the
+// index, or promoteChunks chunks), and gives the memory back if the shard
+// changed meanwhile.
+//
+// Moving is safe because nothing keeps a pointer into a chunk or an index
+// across lock holds except TrackBatch's prefetch stages, which only take
+// hints from what they read, and whose references keep a heap array alive
+// for as long as they hold them. The chunk table is copied on write, as
+// the prefetch stage reads the published one without the lock.
+func (w *sweeper) promote(s *shard) {
+	a := s.mem
+	if a == nil || !a.active() {
+		return
+	}
+	if tab := s.index.Load(); tab != nil && !a.contains(unsafe.Pointer(unsafe.SliceData(*tab))) {
+		n := len(*tab)
+		if slots, mapped := a.newSlots(n); mapped {
+			touch(unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(slots))), n*int(unsafe.Sizeof(slot(0)))))
+			start, c0 := w.lock(s)
+			if len(s.slots) == n && !s.slotsMapped {
+				s.resizeInto(slots, true)
+				slots = nil
+			}
+			w.unlock(s, start, c0)
+			if slots != nil {
+				a.retire(slots)
+			}
+		}
+	}
+	var (
+		at  [promoteChunks]int
+		old [promoteChunks]*chunk
+		nc  [promoteChunks]*chunk
+	)
+	for next := 0; ; {
+		tab := s.chunkTab.Load()
+		if tab == nil {
+			return
+		}
+		k := 0
+		for ; next < len(*tab) && k < promoteChunks; next++ {
+			if c := (*tab)[next]; !a.contains(unsafe.Pointer(c)) {
+				at[k], old[k] = next, c
+				k++
+			}
+		}
+		if k == 0 {
+			return
+		}
+		for i := range k {
+			nc[i] = a.newChunk()
+			if !a.contains(unsafe.Pointer(nc[i])) {
+				return // mapping failed: the arena is off now
+			}
+			touch(unsafe.Slice((*byte)(unsafe.Pointer(nc[i])), chunkStride))
+		}
+		start, c0 := w.lock(s)
+		var chunks []*chunk
+		for i := range k {
+			if at[i] < len(s.chunks) && s.chunks[at[i]] == old[i] {
+				if chunks == nil {
+					chunks = slices.Clone(s.chunks)
+				}
+				*nc[i] = *old[i]
+				chunks[at[i]] = nc[i]
+				nc[i] = nil
+			}
+		}
+		if chunks != nil {
+			s.chunks = chunks
+			tab := chunks
+			s.chunkTab.Store(&tab)
+		}
+		w.unlock(s, start, c0)
+		for i := range k {
+			if nc[i] != nil {
+				a.giveBack(nc[i])
+			}
 		}
 	}
 }

@@ -282,7 +282,7 @@ func (t *Table) Close() error {
 	t.cleanup.Stop()
 	for i := range t.shards {
 		s := &t.shards[i]
-		s.chunks, s.promoted, s.used, s.free, s.cursor = nil, 0, 0, 0, 0
+		s.chunks, s.used, s.free, s.cursor = nil, 0, 0, 0
 		s.chunkTab.Store(nil)
 		s.slots, s.slotsMapped, s.filled = nil, false, 0
 		s.index.Store(nil)
