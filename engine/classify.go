@@ -4,211 +4,222 @@ import (
 	"math/bits"
 	"slices"
 	"strings"
+	"unsafe"
 
 	"github.com/qtables/qtables/matchers"
 )
 
 // A classifier finds, for one chain and one packet, the first rule at or
-// after a given position that may match: per-field lookups with bitmap
-// intersection (the Lucent bit-vector scheme, with aggregated summaries and
-// sparse storage).
+// after a given position that may match. It is a decision tree over the
+// rules' key boxes (HyperSplit): each inner node compares one field's key
+// with a cut, each leaf lists, in chain order, the rules whose box meets
+// the leaf's region. A packet walks the tree once per chain visit and then
+// resumes through its leaf's list; see design-classifier.md for why this
+// structure and for its measurements.
 //
-// Each indexed field's key space is cut into elementary intervals at every
-// boundary of a rule's key set (see classify_rule.go); each interval has a
-// bitmap of the rules whose set holds it. A packet's candidates are the AND
-// of its intervals' bitmaps, scanned from the resume position; a summary
-// bit per 64 rules skips empty words, so finding the first candidate among
-// 10,000 rules reads a few words per field. The candidate is then evaluated
-// in full by progRule.match, which keeps every semantic (unindexed matches,
-// negations, hot-drops, counters, targets) exactly as linear evaluation has
-// it: the bitmaps only skip rules that would fail without effect.
-//
-// Memory decides the speed (a bitmap per interval of 10,000 rules is 1.25
-// KiB, and a packet reads a random word of each field's), so each field's
-// bitmaps are split: the rules that hold every key of the field, and the
-// widest ranges when the rest would exceed a budget, form one dense "wide"
-// bitmap shared by all intervals (treating a range as every key only adds
-// candidates, which the full evaluation rejects); the other rules' bits are
-// stored per interval as their non-zero words only, found by rank in the
-// interval's summary. Identical interval bitmaps are stored once. Fields
-// are scanned most selective first, so that a word without a candidate is
-// usually dismissed by one load.
+// A rule's box is, per field, the hull of the key set derived in
+// classify_rule.go, outside of which evaluating the rule fails without
+// effect. A leaf holds every rule whose box meets its region, so the
+// candidates for a packet are a superset of the rules that may match it;
+// each candidate is evaluated in full by progRule.match, which keeps every
+// semantic (unindexed matches, negations, hot-drops, counters, targets)
+// exactly as linear evaluation has it.
 type classifier struct {
-	nRules   int
-	nChunks  int // chunks per bitmap
-	sumWords int // summary words per bitmap: a bit per chunk
-	recWords int // words per interval record: 1 + sumWords
-	fields   []fieldIndex
-	// recs holds every field's interval records: the offset in data of
-	// the interval's stored words, then its summary (bit w set when word
-	// w is stored).
-	recs []uint64
-	// data holds the stored (non-zero) chunks of every interval bitmap.
-	data []chunk
-	// wide and wideSum hold the fields' wide bitmaps and their summaries,
-	// interleaved: word w of the field at position i is at w*nf+i.
-	wide     []chunk
-	wideSum  []uint64
-	markMask uint32
-	size     int // bytes held, for CompiledBytes
+	nRules int
+	// roots are the trees' root nodes: the rules are partitioned by the
+	// fields in which they are wide (see partition), a tree per part.
+	roots []uint32
+	// nodes holds every tree, each in breadth-first order.
+	nodes []treeNode
+	// depth is the trees' greatest leaf depth: the steps of a walk.
+	depth int
+	// leaves holds every leaf: a header entry whose rule is the leaf's
+	// entry count, then its entries in chain order.
+	leaves []leafEntry
+	// boxFields are the fields of the entries' boxes (leafTag, whose key
+	// is always 0, for none).
+	boxFields [boxFields]fieldID
+	// inNames and outNames rank device names for the interface fields
+	// (see ifaceSets); nil when no rule constrains the field.
+	inNames, outNames []string
+	markMask          uint32
 }
 
-// A chunk is the unit of bitmap storage and of the summary: chunkBits
-// rules. Smaller chunks make the summary more precise (a chunk in which
-// every field holds some rule but no rule is in all is visited for
-// nothing) at the cost of a longer summary.
-type chunk = uint32
-
-const chunkBits = 32
-
-// chunkAt returns chunk c of the dense bitmap b.
-func chunkAt(b []uint64, c int) chunk {
-	return chunk(b[c*chunkBits/64] >> (c * chunkBits % 64))
+// A treeNode is an inner node or a leaf, 8 bytes so that a cache line
+// holds eight and the top of the tree stays cached.
+//
+// An inner node has field f = link&15 (< leafTag) and its children at
+// link>>4 (keys below cut) and link>>4 + 1 (keys at or above cut). A leaf
+// at index i has link = i<<4 | leafTag: the key of leafTag is always 0,
+// below its cut, so the leaf is its own child. Its cut is where its rules
+// start in leaves, after their header at leaves[cut-1].
+type treeNode struct {
+	cut  uint32
+	link uint32
 }
 
-// fieldIndex maps one field's key to its interval's record.
-type fieldIndex struct {
-	id fieldID
-	// first is the offset in classifier.recs of the record of interval
-	// 0; interval i's is at first + i*recWords.
-	first int
-	// starts are the intervals' first keys (starts[0] == 0).
-	starts []uint32
-	// top narrows the search: the interval holding key k is between
-	// top[k>>shift] and top[k>>shift+1].
-	top   []uint32
-	shift uint8
-	// names are the interface fields' boundaries: interval i holds the
-	// device names from names[i] up to names[i+1] (names[0] == "").
-	names []string
-	// density estimates the share of rules a packet's row holds, to
-	// order the scan.
-	density float64
-}
+const leafTag = 15
 
-// lookupKey returns the offset of the record of the interval holding k.
-func (cl *classifier) lookupKey(fi *fieldIndex, k uint32) uint32 {
-	t := k >> fi.shift
-	top := fi.top[t : t+2 : t+2]
-	lo, hi := top[0], top[1]
-	s := fi.starts
-	for lo < hi {
-		mid := (lo + hi + 1) >> 1
-		if s[mid] <= k {
-			lo = mid
-		} else {
-			hi = mid - 1
+// keyArray is a packet's key per field, sized so that indexing by a
+// node's 4-bit field needs no bounds check.
+type keyArray [16]uint32
+
+// packetKeys reads every integer field's key (see fieldKey).
+func packetKeys(c *matchers.Context, src, dst, markMask uint32, k *keyArray) {
+	p := c.Pkt
+	k[fSrc], k[fDst], k[fProto] = src, dst, uint32(p.Proto)
+	k[fFrag] = 0
+	if p.FragOff() != 0 {
+		k[fFrag] = 1
+	}
+	l4 := p.L4
+	k[fSport], k[fDport], k[fFlags], k[fICMP] = keyShort, keyShort, keyNoFlags, keyShort
+	if len(l4) >= 4 {
+		k[fSport] = uint32(l4[0])<<8 | uint32(l4[1])
+		k[fDport] = uint32(l4[2])<<8 | uint32(l4[3])
+		if len(l4) >= 8 {
+			k[fICMP] = k[fSport]
+			if len(l4) >= 14 {
+				k[fFlags] = uint32(l4[13])
+			}
 		}
 	}
-	return uint32(fi.first) + lo*uint32(cl.recWords)
+	k[fMark] = c.Mark & markMask
 }
 
-// lookupName returns the offset of the record of device name dev.
-func (cl *classifier) lookupName(fi *fieldIndex, dev string) uint32 {
-	lo, hi := 0, len(fi.names)-1
+// nameRank returns the rank of device name dev among names: the index of
+// the last name not after it (names[0] == "").
+func nameRank(names []string, dev string) uint32 {
+	lo, hi := 0, len(names)-1
 	for lo < hi {
 		mid := int(uint(lo+hi+1) >> 1)
-		if fi.names[mid] <= dev {
+		if names[mid] <= dev {
 			lo = mid
 		} else {
 			hi = mid - 1
 		}
 	}
-	return uint32(fi.first + lo*cl.recWords)
+	return uint32(lo)
 }
 
-// rowSet is the per-field record offsets of one packet.
-type rowSet [numFields]uint32
+// maxTrees bounds the trees of a classifier: a packet walks every one.
+const maxTrees = 4
 
-// lookup fills rows with the packet's record offsets.
+// boxFields is the number of fields a leaf entry's box holds.
+const boxFields = 5
+
+// A leafEntry is a rule in a leaf with its box in up to boxFields fields
+// (keys lo[j] to lo[j]+w[j]): a rule whose box misses the packet is passed
+// over in the leaf, without reading the rule. Most rules are boxes in
+// those fields (a ClassBench rule is exactly one), so most candidates
+// offered are rules that match.
+type leafEntry struct {
+	rule  int32
+	lo, w [boxFields]uint32
+}
+
+// holds reports whether the entry's box holds keys k, without a branch
+// per field: w - (k - lo) is negative exactly when k is outside.
+func (e *leafEntry) holds(k *[boxFields]uint32) bool {
+	var out uint64
+	for j := range boxFields {
+		out |= uint64(e.w[j]) - uint64(k[j]-e.lo[j])
+	}
+	return out>>63 == 0
+}
+
+// rowSet is a packet's place in a classifier: its keys of the box fields
+// and, per tree, its leaf's entries leaves[start:end], of which those
+// before pos are below from (the last position asked for) or miss the
+// packet.
+type rowSet struct {
+	keys [boxFields]uint32
+	from int32
+	at   [maxTrees]leafRange
+}
+
+type leafRange struct{ start, pos, end int32 }
+
+// lookup walks the trees to the packet's leaves. The walks run in
+// lockstep for depth steps, without a branch: a leaf's child is itself
+// (see treeNode), so each step is a load and a compare per tree, and the
+// trees' loads overlap.
 func (cl *classifier) lookup(c *matchers.Context, src, dst uint32, rows *rowSet) {
-	for i := range cl.fields {
-		fi := &cl.fields[i]
-		var r uint32
-		switch fi.id {
-		case fSrc:
-			r = cl.lookupKey(fi, src)
-		case fDst:
-			r = cl.lookupKey(fi, dst)
-		case fIn:
-			r = cl.lookupName(fi, c.In)
-		case fOut:
-			r = cl.lookupName(fi, c.Out)
-		default:
-			r = cl.lookupKey(fi, fieldKey(fi.id, c, src, dst, cl.markMask))
-		}
-		rows[i] = r
+	var keys keyArray
+	packetKeys(c, src, dst, cl.markMask, &keys)
+	if cl.inNames != nil {
+		keys[fIn] = nameRank(cl.inNames, c.In)
+	}
+	if cl.outNames != nil {
+		keys[fOut] = nameRank(cl.outNames, c.Out)
+	}
+	for j, f := range cl.boxFields {
+		rows.keys[j] = keys[f&15]
+	}
+	// Every classifier has maxTrees roots (an empty leaf stands in for
+	// a missing tree), so the walks are unrolled.
+	nodes := cl.nodes
+	a0, a1, a2, a3 := cl.roots[0], cl.roots[1], cl.roots[2], cl.roots[3]
+	for range cl.depth {
+		// cut-1-key is negative exactly when key >= cut.
+		n0, n1, n2, n3 := nodes[a0], nodes[a1], nodes[a2], nodes[a3]
+		a0 = n0.link>>4 + uint32((uint64(n0.cut)-uint64(keys[n0.link&15])-1)>>63)
+		a1 = n1.link>>4 + uint32((uint64(n1.cut)-uint64(keys[n1.link&15])-1)>>63)
+		a2 = n2.link>>4 + uint32((uint64(n2.cut)-uint64(keys[n2.link&15])-1)>>63)
+		a3 = n3.link>>4 + uint32((uint64(n3.cut)-uint64(keys[n3.link&15])-1)>>63)
+	}
+	leaves := cl.leaves
+	rows.from = 0
+	for t, a := range [maxTrees]uint32{a0, a1, a2, a3} {
+		start := int32(nodes[a].cut)
+		rows.at[t] = leafRange{start, start, start + leaves[start-1].rule}
 	}
 }
 
 // first returns the index of the first candidate rule at or after from,
-// or the number of rules when there is none.
+// or the number of rules when there is none. Positions usually grow
+// between calls, so each tree's scan resumes where the last one stopped.
 func (cl *classifier) first(rows *rowSet, from int) int {
-	if from >= cl.nRules {
-		return cl.nRules
-	}
-	nf := len(cl.fields)
-	recs, data, wide, wsum := cl.recs, cl.data, cl.wide, cl.wideSum
-	c0 := from / chunkBits
-	s0 := c0 >> 6
-	// base[f] is where field f's stored chunks of summary word s begin;
-	// sums[f] is its summary word s.
-	var baseA, sumsA [numFields]uint64
-	base, sums := baseA[:nf], sumsA[:nf]
-	for f := range base {
-		r := int(rows[f])
-		b := recs[r]
-		for s := 0; s < s0; s++ {
-			b += uint64(bits.OnesCount64(recs[r+1+s]))
+	leaves := cl.leaves
+	restart := int32(from) < rows.from
+	rows.from = int32(from)
+	best := cl.nRules
+	for t := range rows.at {
+		at := &rows.at[t]
+		i := at.pos
+		if restart {
+			i = at.start
 		}
-		base[f] = b
-	}
-	for s := s0; s < cl.sumWords; s++ {
-		agg := ^uint64(0)
-		ws := wsum[s*nf : s*nf+nf]
-		ws = ws[:len(sums)]
-		for f := range sums {
-			sums[f] = recs[int(rows[f])+1+s]
-			agg &= sums[f] | ws[f]
-		}
-		if s == s0 {
-			agg &= ^uint64(0) << (c0 & 63)
-		}
-		for agg != 0 {
-			bit := uint(bits.TrailingZeros64(agg))
-			c := s<<6 | int(bit)
-			below := uint64(1)<<bit - 1
-			wv := wide[c*nf : c*nf+nf]
-			wv = wv[:len(sums)]
-			x := ^chunk(0)
-			for f, sum := range sums {
-				word := wv[f]
-				if sum>>bit&1 != 0 {
-					word |= data[base[f]+uint64(bits.OnesCount64(sum&below))]
-				}
-				if x &= word; x == 0 {
-					break
-				}
+		for ; i < at.end; i++ {
+			e := &leaves[i]
+			if int(e.rule) >= best {
+				break
 			}
-			if c == c0 {
-				x &= ^chunk(0) << (from % chunkBits)
+			if int(e.rule) >= from && e.holds(&rows.keys) {
+				best = int(e.rule)
+				break
 			}
-			if x != 0 {
-				return c*chunkBits + bits.TrailingZeros64(uint64(x))
-			}
-			agg &= agg - 1
 		}
-		for f, sum := range sums {
-			base[f] += uint64(bits.OnesCount64(sum))
-		}
+		at.pos = i
 	}
-	return cl.nRules
+	return best
 }
 
-// buildClassifier indexes the rules of one chain, or returns nil when no
-// rule constrains an indexable field (every rule would be a candidate).
-// It records in each progRule where indexing stopped.
-func buildClassifier(rules []*Rule, prog []progRule, mcache map[string]matchCons) *classifier {
+// size returns the bytes the classifier holds, for CompiledBytes.
+func (cl *classifier) size() int {
+	n := int(unsafe.Sizeof(*cl)) + cap(cl.roots)*4 + cap(cl.nodes)*int(unsafe.Sizeof(treeNode{})) + cap(cl.leaves)*int(unsafe.Sizeof(leafEntry{}))
+	for _, names := range [][]string{cl.inNames, cl.outNames} {
+		n += cap(names) * int(unsafe.Sizeof(""))
+		for _, s := range names {
+			n += len(s)
+		}
+	}
+	return n
+}
+
+// deriveChain derives what may be indexed of each rule of a chain and
+// records in each progRule where indexing stopped.
+func deriveChain(rules []*Rule, prog []progRule, mcache map[string]matchCons) []ruleCons {
 	derive := func(mi MatchInstance, r *Rule) matchCons {
 		var b strings.Builder
 		b.WriteString(mi.Name)
@@ -238,67 +249,385 @@ func buildClassifier(rules []*Rule, prog []progRule, mcache map[string]matchCons
 		cons[i] = deriveRule(r, derive)
 		prog[i].stop = int32(cons[i].stop)
 	}
-	cl := &classifier{nRules: len(rules)}
+	return cons
+}
+
+// Tree shape limits. A node of at most leafRules rules is a leaf, and so
+// is a node three levels below the depth a balanced tree of the chain
+// would have (the walk's steps). A tree stops splitting (larger leaves)
+// when its entries would exceed entriesPerRule per rule of the tree plus
+// minEntries/maxTrees: that bounds memory, nodes and compile time where
+// wildcard rules replicate into most regions (see design-classifier.md).
+const (
+	leafRules      = 8
+	entriesPerRule = 32
+	minEntries     = 1 << 14
+	extraDepth     = 3
+)
+
+// buildClassifier builds the tree over rules with the derived constraints
+// cons, or returns nil when no rule constrains an indexable field (every
+// rule would be a candidate).
+func buildClassifier(cons []ruleCons) *classifier {
+	n := len(cons)
+	cl := &classifier{nRules: n}
 	cl.markMask = chooseMarkMask(cons)
-	for i := range cons {
-		cons[i].sets[fMark] = markSet(cons[i].marks, cl.markMask)
+	b := &treeBuilder{cl: cl, boxes: make([][numFields]ival, n)}
+	keep := make([]bool, n)
+	for i := range keep {
+		keep[i] = true
 	}
-	cl.nChunks = (len(rules) + chunkBits - 1) / chunkBits
-	cl.sumWords = (cl.nChunks + 63) / 64
-	cl.recWords = 1 + cl.sumWords
-	b := &bitmapBuilder{cl: cl}
-	var fields []builtField
+	var sets [numFields][]keySet
 	for f := fieldID(0); f < numFields; f++ {
-		var bf builtField
-		var ok bool
 		switch f {
 		case fIn, fOut:
-			bf, ok = b.ifaceField(f, cons)
+			var names []string
+			names, sets[f] = ifaceSets(f, cons)
+			if f == fIn {
+				cl.inNames = names
+			} else {
+				cl.outNames = names
+			}
+			b.maxKey[f] = uint32(max(len(names), 1) - 1)
+		case fMark:
+			sets[f] = make([]keySet, n)
+			for i := range cons {
+				sets[f][i] = markSet(cons[i].marks, cl.markMask)
+			}
+			b.maxKey[f] = fieldMax[f]
 		default:
-			bf, ok = b.intField(f, cons)
+			sets[f] = make([]keySet, n)
+			for i := range cons {
+				sets[f][i] = cons[i].sets[f]
+			}
+			b.maxKey[f] = fieldMax[f]
 		}
-		if ok {
-			fields = append(fields, bf)
+		if sets[f] == nil {
+			continue
+		}
+		used := false
+		for i, s := range sets[f] {
+			switch {
+			case s.all:
+				b.boxes[i][f] = ival{0, b.maxKey[f]}
+			case len(s.iv) == 0:
+				keep[i] = false // never matches: in no leaf
+			default:
+				b.boxes[i][f] = ival{s.iv[0].lo, s.iv[len(s.iv)-1].hi}
+				used = true
+			}
+		}
+		if used {
+			b.fields = append(b.fields, f)
+		} else {
+			b.maxKey[f] = 0
+			for i := range b.boxes {
+				b.boxes[i][f] = ival{}
+			}
 		}
 	}
-	if len(fields) == 0 {
+	if len(b.fields) == 0 {
 		return nil
 	}
-	// Scan the most selective fields first.
-	slices.SortStableFunc(fields, func(a, b builtField) int {
-		switch {
-		case a.density < b.density:
-			return -1
-		case a.density > b.density:
-			return 1
-		}
-		return 0
-	})
-	// The wide bitmaps and summaries are interleaved, word w of field i
-	// at w*len(fields)+i, so that one visit reads one cache line.
-	nf := len(fields)
-	cl.wide = make([]chunk, cl.nChunks*nf)
-	cl.wideSum = make([]uint64, cl.sumWords*nf)
-	for i, bf := range fields {
-		cl.fields = append(cl.fields, bf.fieldIndex)
-		for w, x := range bf.wide {
-			cl.wide[w*nf+i] = x
-		}
-		for s, x := range bf.wideSum {
-			cl.wideSum[s*nf+i] = x
+	if !slices.Contains(b.fields, fIn) {
+		cl.inNames = nil
+	}
+	if !slices.Contains(b.fields, fOut) {
+		cl.outNames = nil
+	}
+	root := make([]int32, 0, n)
+	for i, k := range keep {
+		if k {
+			root = append(root, int32(i))
 		}
 	}
-	cl.data = slices.Clip(cl.data)
-	cl.recs = slices.Clip(cl.recs)
-	cl.size = (len(cl.recs)+len(cl.wideSum))*8 + (len(cl.data)+len(cl.wide))*chunkBits/8
-	for i := range cl.fields {
-		fi := &cl.fields[i]
-		cl.size += 4 * (len(fi.starts) + len(fi.top))
-		for _, n := range fi.names {
-			cl.size += 16 + len(n)
+	// The boxes hold the addresses and ports first, the fields rules
+	// most often constrain.
+	for j := range cl.boxFields {
+		cl.boxFields[j] = leafTag
+	}
+	j := 0
+	for _, f := range []fieldID{fSrc, fDst, fSport, fDport, fProto, fICMP, fFlags, fIn, fOut, fMark, fFrag} {
+		if j < boxFields && slices.Contains(b.fields, f) {
+			cl.boxFields[j] = f
+			j++
 		}
 	}
+	parts := b.partition(root)
+	b.maxDepth = bits.Len(uint(len(root)/leafRules)) + extraDepth
+	for len(parts) < maxTrees {
+		parts = append(parts, nil)
+	}
+	for _, part := range parts {
+		cl.roots = append(cl.roots, uint32(len(cl.nodes)))
+		b.build(part)
+	}
+	cl.nodes = slices.Clip(cl.nodes)
+	cl.leaves = slices.Clip(cl.leaves)
 	return cl
+}
+
+// treeBuilder builds a classifier's tree breadth first, so that the
+// nodes near the root are adjacent and an entry budget, when it runs out,
+// leaves the remaining nodes of every branch as leaves alike.
+type treeBuilder struct {
+	cl     *classifier
+	boxes  [][numFields]ival // rule i's hull per field
+	maxKey [numFields]uint32
+	fields []fieldID // the fields some rule constrains
+	// scratch for bestCut
+	los, his []uint64
+	maxDepth int // leaves below which are not split
+}
+
+// treeTask is a node to build: its rules and region.
+type treeTask struct {
+	node   int32
+	depth  int
+	rules  []int32
+	region [numFields]ival
+}
+
+func (b *treeBuilder) build(root []int32) {
+	cl := b.cl
+	budget := entriesPerRule*len(root) + minEntries/maxTrees
+	// load counts the entries, headers included, of the leaves built
+	// and of the nodes pending, were they leaves: it bounds the leaves'
+	// size and, as every leaf has a header, the nodes' number.
+	load := len(root) + 1
+	var region [numFields]ival
+	for f := range region {
+		region[f] = ival{0, b.maxKey[f]}
+	}
+	queue := []treeTask{{node: int32(len(cl.nodes)), rules: root, region: region}}
+	cl.nodes = append(cl.nodes, treeNode{})
+	for len(queue) > 0 {
+		t := queue[0]
+		queue[0] = treeTask{}
+		queue = queue[1:]
+		if len(t.rules) > leafRules && t.depth < b.maxDepth {
+			if f, cut, nl, nr, ok := b.bestCut(t.rules, &t.region); ok && load+nl+nr+1-len(t.rules) <= budget {
+				load += nl + nr + 1 - len(t.rules)
+				left := make([]int32, 0, nl)
+				right := make([]int32, 0, nr)
+				for _, r := range t.rules {
+					box := b.boxes[r][f]
+					if box.lo < cut {
+						left = append(left, r)
+					}
+					if box.hi >= cut {
+						right = append(right, r)
+					}
+				}
+				child := len(cl.nodes)
+				cl.nodes[t.node] = treeNode{cut: cut, link: uint32(child)<<4 | uint32(f)}
+				cl.nodes = append(cl.nodes, treeNode{}, treeNode{})
+				lt := treeTask{node: int32(child), depth: t.depth + 1, rules: left, region: t.region}
+				lt.region[f].hi = cut - 1
+				rt := treeTask{node: int32(child + 1), depth: t.depth + 1, rules: right, region: t.region}
+				rt.region[f].lo = cut
+				queue = append(queue, lt, rt)
+				continue
+			}
+		}
+		cl.leaves = append(cl.leaves, leafEntry{rule: int32(len(t.rules))})
+		cl.nodes[t.node] = treeNode{cut: uint32(len(cl.leaves)), link: uint32(t.node)<<4 | leafTag}
+		for _, r := range t.rules {
+			e := leafEntry{rule: r}
+			for j, f := range cl.boxFields {
+				if f != leafTag {
+					box := b.boxes[r][f]
+					e.lo[j], e.w[j] = box.lo, box.hi-box.lo
+				}
+			}
+			cl.leaves = append(cl.leaves, e)
+		}
+		cl.depth = max(cl.depth, t.depth)
+	}
+}
+
+// partition splits rules (in chain order) into at most maxTrees parts, so
+// that a tree need not copy a rule into every region of a field in which
+// the rule is wide while the others are narrow (the separable trees of
+// EffiCuts). A rule is wide in a field when its box holds more than a
+// 1/256th of the address space or half of another field's keys. The
+// largest classes by wide fields get a tree each; a rule goes to the tree
+// of the fewest wide fields that include its own, the rest to the last.
+func (b *treeBuilder) partition(rules []int32) [][]int32 {
+	masks := make([]uint16, len(rules))
+	count := map[uint16]int{}
+	for i, r := range rules {
+		var m uint16
+		for _, f := range b.fields {
+			box := b.boxes[r][f]
+			limit := (uint64(b.maxKey[f]) + 1) >> 1
+			if f == fSrc || f == fDst {
+				limit = (uint64(b.maxKey[f]) + 1) >> 8
+			}
+			if uint64(box.hi)-uint64(box.lo) >= limit {
+				m |= 1 << f
+			}
+		}
+		masks[i] = m
+		count[m]++
+	}
+	classes := make([]uint16, 0, len(count))
+	for m := range count {
+		classes = append(classes, m)
+	}
+	slices.SortFunc(classes, func(a, b uint16) int {
+		if count[a] != count[b] {
+			return count[b] - count[a]
+		}
+		return int(a) - int(b)
+	})
+	covered := func(m uint16, trees []uint16) int {
+		best := -1
+		for t, tm := range trees {
+			if m&^tm == 0 && (best < 0 || bits.OnesCount16(tm) < bits.OnesCount16(trees[best])) {
+				best = t
+			}
+		}
+		return best
+	}
+	var trees []uint16
+	var rest uint16
+	for _, m := range classes {
+		switch {
+		case covered(m, trees) >= 0:
+		case len(trees) < maxTrees-1:
+			trees = append(trees, m)
+		default:
+			rest |= m
+		}
+	}
+	if rest != 0 {
+		trees = append(trees, rest)
+	}
+	parts := make([][]int32, len(trees))
+	for i, r := range rules {
+		t := covered(masks[i], trees)
+		parts[t] = append(parts[t], r)
+	}
+	return parts
+}
+
+// bestCut chooses the field and cut that split rules (all meeting region)
+// into the smallest larger half, the fewest copies on a tie: a rule goes
+// left when its box has keys below the cut, right when it has keys at or
+// above it. ok is false when no cut makes both halves smaller.
+func (b *treeBuilder) bestCut(rules []int32, region *[numFields]ival) (f fieldID, cut uint32, nl, nr int, ok bool) {
+	n := len(rules)
+	bestMax, bestSum := n, 2*n+1
+	for _, fld := range b.fields {
+		reg := region[fld]
+		if reg.lo == reg.hi {
+			continue
+		}
+		// Rules spanning the region go both ways whatever the cut.
+		los, his := b.los[:0], b.his[:0]
+		for _, r := range rules {
+			box := b.boxes[r][fld]
+			lo, hi := max(box.lo, reg.lo), min(box.hi, reg.hi)
+			if lo == reg.lo && hi == reg.hi {
+				continue
+			}
+			los = append(los, uint64(lo))
+			his = append(his, uint64(hi)+1)
+		}
+		b.los, b.his = los, his
+		m := len(los)
+		both := n - m
+		if m == 0 || both >= bestMax {
+			continue
+		}
+		slices.Sort(los)
+		slices.Sort(his)
+		// Candidate cuts are the boxes' starts and ends+1 inside the
+		// region; i counts starts below c, j ends+1 at or below c.
+		i, j := 0, 0
+		for i < m || j < m {
+			c := uint64(1) << 33
+			if i < m {
+				c = los[i]
+			}
+			if j < m && his[j] < c {
+				c = his[j]
+			}
+			l := both + i
+			for i < m && los[i] == c {
+				i++
+			}
+			for j < m && his[j] == c {
+				j++
+			}
+			r := both + m - j
+			if c <= uint64(reg.lo) || c > uint64(reg.hi) {
+				continue
+			}
+			if mx, s := max(l, r), l+r; mx < bestMax || mx == bestMax && s < bestSum {
+				bestMax, bestSum = mx, s
+				f, cut, nl, nr, ok = fld, uint32(c), l, r, true
+			}
+		}
+	}
+	return f, cut, nl, nr, ok
+}
+
+// ifaceSets ranks the device names that bound the chain's -i or -o
+// patterns (f is fIn or fOut) and returns each rule's pattern as a set of
+// ranks: a device's key is the rank of the last boundary not after its
+// name (see nameRank). names is nil when no rule constrains the field.
+func ifaceSets(f fieldID, cons []ruleCons) (names []string, sets []keySet) {
+	pat := func(rc *ruleCons) Iface {
+		if f == fIn {
+			return rc.in
+		}
+		return rc.out
+	}
+	names = []string{""}
+	any := false
+	for i := range cons {
+		p := pat(&cons[i])
+		lo, hi, all := ifaceBounds(p)
+		if all && !p.Inv {
+			continue
+		}
+		any = true
+		if !all {
+			names = append(names, lo.name)
+			if !hi.inf {
+				names = append(names, hi.name)
+			}
+		}
+	}
+	if !any {
+		return nil, nil
+	}
+	slices.Sort(names)
+	names = slices.Clip(slices.Compact(names))
+	rank := func(nb nameBound) uint32 {
+		if nb.inf {
+			return uint32(len(names))
+		}
+		i, _ := slices.BinarySearch(names, nb.name)
+		return uint32(i)
+	}
+	maxKey := uint32(len(names) - 1)
+	sets = make([]keySet, len(cons))
+	for i := range cons {
+		p := pat(&cons[i])
+		lo, hi, all := ifaceBounds(p)
+		s := allKeys
+		if !all {
+			s = oneInterval(rank(lo), rank(hi)-1)
+		}
+		if p.Inv {
+			s = s.complement(maxKey)
+		}
+		sets[i] = s
+	}
+	return names, sets
 }
 
 // chooseMarkMask picks the mask most mark matches use: the classifier
@@ -337,230 +666,6 @@ func markSet(marks []markCons, mask uint32) keySet {
 	return s
 }
 
-// bitmapBuilder builds fields' bitmaps into one classifier.
-type bitmapBuilder struct {
-	cl *classifier
-}
-
-// builtField is a field's index with its wide bitmap, before the fields
-// are ordered.
-type builtField struct {
-	fieldIndex
-	wide    []chunk
-	wideSum []uint64
-}
-
-// zobrist is the hash contribution of rule i's bit, so that a bitmap's
-// hash is updated in O(1) as bits toggle during the sweep.
-func zobrist(i int) uint64 {
-	z := uint64(i)*0x9e3779b97f4a7c15 + 0x632be59bd9b4e019
-	z = (z ^ z>>30) * 0xbf58476d1ce4e5b9
-	z = (z ^ z>>27) * 0x94d049bb133111eb
-	return z ^ z>>31
-}
-
-// toggle is a sweep event: rule's bit flips at key pos.
-type toggle struct {
-	pos  uint64 // up to fieldMax+1
-	rule int32
-}
-
-// wideBudget bounds the words stored per field: with b elementary
-// intervals and n rules, the narrow rules' bits may cover at most
-// 8*(b+n) interval-rule pairs; the widest rules beyond that are wide.
-func wideBudget(intervals, rules int) int { return 8 * (intervals + rules) }
-
-// field builds the records, stored words and wide bitmap of one field
-// whose per-rule sets are sets (keys 0..maxKey), merging neighbouring
-// intervals with the same bitmap.
-func (b *bitmapBuilder) field(f fieldID, sets []keySet, maxKey uint32) builtField {
-	cl := b.cl
-	nw, nc, sw := (len(sets)+63)/64, cl.nChunks, cl.sumWords
-	bf := builtField{fieldIndex: fieldIndex{id: f}, wideSum: make([]uint64, sw)}
-	wide := make([]uint64, nw)
-	// Elementary boundaries and each narrow rule's coverage.
-	bounds := []uint64{0}
-	for _, s := range sets {
-		for _, x := range s.iv {
-			bounds = append(bounds, uint64(x.lo), uint64(x.hi)+1)
-		}
-	}
-	slices.Sort(bounds)
-	bounds = slices.Compact(bounds)
-	idx := func(k uint64) int { i, _ := slices.BinarySearch(bounds, k); return i }
-	type cover struct{ rule, n int }
-	var covers []cover
-	total, nWide := 0, 0
-	for i, s := range sets {
-		if s.all {
-			wide[i>>6] |= 1 << (i & 63)
-			nWide++
-			continue
-		}
-		n := 0
-		for _, x := range s.iv {
-			n += idx(uint64(x.hi)+1) - idx(uint64(x.lo))
-		}
-		covers = append(covers, cover{i, n})
-		total += n
-	}
-	if budget := wideBudget(len(bounds), len(sets)); total > budget {
-		slices.SortFunc(covers, func(a, b cover) int { return b.n - a.n })
-		for _, c := range covers {
-			if total <= budget {
-				break
-			}
-			wide[c.rule>>6] |= 1 << (c.rule & 63)
-			nWide++
-			total -= c.n
-		}
-	}
-	bf.wide = make([]chunk, nc)
-	for c := range bf.wide {
-		if bf.wide[c] = chunkAt(wide, c); bf.wide[c] != 0 {
-			bf.wideSum[c>>6] |= 1 << (c & 63)
-		}
-	}
-
-	// Sweep the narrow rules' intervals.
-	var ev []toggle
-	for i, s := range sets {
-		if wide[i>>6]&(1<<(i&63)) != 0 {
-			continue
-		}
-		for _, x := range s.iv {
-			ev = append(ev, toggle{uint64(x.lo), int32(i)})
-			if x.hi < maxKey {
-				ev = append(ev, toggle{uint64(x.hi) + 1, int32(i)})
-			}
-		}
-	}
-	slices.SortFunc(ev, func(a, b toggle) int {
-		switch {
-		case a.pos < b.pos:
-			return -1
-		case a.pos > b.pos:
-			return 1
-		}
-		return int(a.rule - b.rule)
-	})
-	cur := make([]uint64, nw)
-	sum := make([]uint64, sw)
-	var words []chunk
-	var h uint64
-	// seen maps a bitmap's hash to records holding such a bitmap.
-	seen := map[uint64][]int{}
-	bf.first = len(cl.recs)
-	last := -1
-	at := uint64(0)
-	// weight and dense accumulate the density estimate: each interval
-	// weighted by the rules it holds.
-	var weight, dense float64
-	for j := 0; ; {
-		for ; j < len(ev) && ev[j].pos == at; j++ {
-			i := int(ev[j].rule)
-			cur[i>>6] ^= 1 << (i & 63)
-			h ^= zobrist(i)
-		}
-		clear(sum)
-		words = words[:0]
-		pop := nWide
-		for c := 0; c < nc; c++ {
-			if x := chunkAt(cur, c); x != 0 {
-				sum[c>>6] |= 1 << (c & 63)
-				words = append(words, x)
-				pop += bits.OnesCount64(uint64(x))
-			}
-		}
-		weight += float64(pop)
-		dense += float64(pop) * float64(pop)
-		rec := -1
-		for _, r := range seen[h] {
-			off := int(cl.recs[r])
-			if slices.Equal(cl.recs[r+1:r+1+sw], sum) && slices.Equal(cl.data[off:off+len(words)], words) {
-				rec = r
-				break
-			}
-		}
-		if rec < 0 || rec != last {
-			off := len(cl.data)
-			if rec >= 0 {
-				off = int(cl.recs[rec])
-			} else {
-				cl.data = append(cl.data, words...)
-			}
-			r := len(cl.recs)
-			cl.recs = append(cl.recs, uint64(off))
-			cl.recs = append(cl.recs, sum...)
-			if rec < 0 {
-				seen[h] = append(seen[h], r)
-			}
-			bf.starts = append(bf.starts, uint32(at))
-			last = r
-			if rec >= 0 {
-				last = rec
-			}
-		}
-		if j == len(ev) {
-			break
-		}
-		at = ev[j].pos
-	}
-	if weight > 0 {
-		bf.density = dense / weight / float64(len(sets))
-	}
-	bf.buildTop(maxKey)
-	return bf
-}
-
-// buildTop sizes the top table: the fewest index bits (at least one per
-// interval, at most 16) for which no window holds more than maxWindow
-// intervals, as rule sets cluster their keys.
-func (fi *fieldIndex) buildTop(maxKey uint32) {
-	const maxWindow = 4
-	keyBits := bits.Len32(maxKey)
-	for tableBits := min(bits.Len(uint(len(fi.starts))), keyBits); ; tableBits++ {
-		fi.shift = uint8(keyBits - tableBits)
-		fi.top = make([]uint32, int(uint64(maxKey)>>fi.shift)+2)
-		widest, j := uint32(0), 0
-		for t := range fi.top {
-			k := uint64(t) << fi.shift
-			for j+1 < len(fi.starts) && uint64(fi.starts[j+1]) <= k {
-				j++
-			}
-			fi.top[t] = uint32(j)
-			if t > 0 {
-				widest = max(widest, fi.top[t]-fi.top[t-1])
-			}
-		}
-		if widest <= maxWindow || tableBits >= min(16, keyBits) {
-			return
-		}
-	}
-}
-
-// constrained reports whether any rule's set of f is not every key.
-func constrained(f fieldID, cons []ruleCons) bool {
-	for i := range cons {
-		if !cons[i].sets[f].all {
-			return true
-		}
-	}
-	return false
-}
-
-// intField indexes integer field f.
-func (b *bitmapBuilder) intField(f fieldID, cons []ruleCons) (builtField, bool) {
-	if !constrained(f, cons) {
-		return builtField{}, false
-	}
-	sets := make([]keySet, len(cons))
-	for i := range cons {
-		sets[i] = cons[i].sets[f]
-	}
-	return b.field(f, sets, fieldMax[f]), true
-}
-
 // nameBound is one end of an interval of device names: a name, or past
 // every name.
 type nameBound struct {
@@ -590,66 +695,4 @@ func ifaceBounds(i Iface) (lo, hi nameBound, all bool) {
 		return nameBound{}, nameBound{}, true
 	}
 	return nameBound{name: i.Name}, nameBound{name: i.Name + "\x00"}, false
-}
-
-// ifaceField indexes the input or output interface: names are ranked
-// among the chain's boundaries, and each rule's pattern becomes an
-// interval of ranks.
-func (b *bitmapBuilder) ifaceField(f fieldID, cons []ruleCons) (builtField, bool) {
-	pat := func(rc *ruleCons) Iface {
-		if f == fIn {
-			return rc.in
-		}
-		return rc.out
-	}
-	names := []string{""}
-	any := false
-	for i := range cons {
-		p := pat(&cons[i])
-		lo, hi, all := ifaceBounds(p)
-		if all && !p.Inv {
-			continue
-		}
-		any = true
-		if !all {
-			names = append(names, lo.name)
-			if !hi.inf {
-				names = append(names, hi.name)
-			}
-		}
-	}
-	if !any {
-		return builtField{}, false
-	}
-	slices.Sort(names)
-	names = slices.Compact(names)
-	rank := func(nb nameBound) uint32 {
-		if nb.inf {
-			return uint32(len(names))
-		}
-		i, _ := slices.BinarySearch(names, nb.name)
-		return uint32(i)
-	}
-	maxKey := uint32(len(names) - 1)
-	sets := make([]keySet, len(cons))
-	for i := range cons {
-		p := pat(&cons[i])
-		lo, hi, all := ifaceBounds(p)
-		s := allKeys
-		if !all {
-			s = oneInterval(rank(lo), rank(hi)-1)
-		}
-		if p.Inv {
-			s = s.complement(maxKey)
-		}
-		sets[i] = s
-	}
-	bf := b.field(f, sets, maxKey)
-	// Merged intervals keep their first boundary name.
-	bf.names = make([]string, len(bf.starts))
-	for i, s := range bf.starts {
-		bf.names[i] = names[s]
-	}
-	bf.starts, bf.top = nil, nil
-	return bf, true
 }

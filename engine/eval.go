@@ -128,7 +128,7 @@ func CompileWith(rs *Ruleset, opt CompileOptions) (*Program, error) {
 				pc.rules = append(pc.rules, pr)
 			}
 			if !opt.Linear && len(c.Rules) >= opt.MinRules {
-				pc.cls = buildClassifier(c.Rules, pc.rules, mcache)
+				pc.cls = buildClassifier(deriveChain(c.Rules, pc.rules, mcache))
 				tp.classified = tp.classified || pc.cls != nil
 			}
 			for _, r := range c.Rules {
@@ -176,7 +176,7 @@ func (tp *TableProgram) CompiledBytes() int {
 			n += len(ch.rules[j].matches) * int(unsafe.Sizeof(matchers.Match(nil)))
 		}
 		if ch.cls != nil {
-			n += ch.cls.size
+			n += ch.cls.size()
 		}
 	}
 	return n
