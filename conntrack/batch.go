@@ -143,7 +143,7 @@ func (b *batchPkt) stage2() {
 func (t *Table) stage3(b *batchPkt, r *Result, now int64) {
 	switch b.kind {
 	case batchTrack:
-		b.s.mu.Lock()
+		b.s.lock()
 		t.resolve(r, b.s, b.si, b.h, &b.p, now)
 		b.s.mu.Unlock()
 	case batchRelated:

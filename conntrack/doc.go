@@ -115,21 +115,36 @@
 // # Cost
 //
 // With 1M flows the table is far larger than the CPU caches, and a
-// packet's lookup-and-update is two dependent cache misses (its index
-// slot, then its flow), each also a TLB miss: slabs and index span some
-// 55,000 4 KiB pages, and huge pages cannot be counted on (the Go heap
-// does not use them unless the system forces transparent huge pages on).
-// One packet at a time (Track, TrackInto) that latency dominates.
-// TrackBatch overlaps the misses of up to 32 packets; then the CPU work
-// (parsing, hashing, the lock, the state update, copying the Entry out)
-// and how many page walks and cache misses a core keeps in flight bound
-// the rate. BenchmarkTrackBatch measures both ways side by side. On a
-// 2-vCPU KVM guest (Xeon, 4 KiB pages) with 1M flows drawn uniformly, a
-// packet costs about 500 ns one at a time and 170 ns in batches of 8 to
-// 32; with all flows in cache, 80 to 100 ns (of which some 20 ns is the
-// benchmark building the packet). The same random loads on huge pages
-// run about three times as fast there: the page walks, not the cache
-// misses alone, set the batched rate.
+// packet's lookup-and-update touches three random cache lines: its index
+// cell, then the two of its flow (a TCP packet also its TCP slot's). On
+// 4 KiB pages each is a TLB miss too, and the page walk costs about as
+// much as the miss (slabs and index span some 55,000 pages); on 2 MiB
+// pages they span 110, which the TLB holds. Hence the mapped memory of a
+// large table (see Layout). One packet at a time (Track, TrackInto) the
+// dependent misses dominate. TrackBatch overlaps the misses of up to 32
+// packets, and then the CPU work (parsing, hashing, the lock, the state
+// update, copying the Entry out) sets most of the rate.
+//
+// BenchmarkTrackBatch, BenchmarkTrackEstablished and BenchmarkTrackTCP1M
+// measure on the Go heap (Config.HeapMemory) and on huge pages side by
+// side; BenchmarkRandomLoads isolates the page walks (random loads over
+// 256 MiB: 19 to 63 ns each on 4 KiB pages, 6 to 23 ns on 2 MiB pages).
+// On a 2-vCPU KVM guest (Xeon) shared with other work, in thread CPU time
+// per packet (the wall clock there also counts waiting for a CPU), 1M
+// flows drawn uniformly, over six runs:
+//
+//	                       4 KiB pages   2 MiB pages
+//	UDP, one at a time     600-820 ns    480-590 ns
+//	UDP, batches of 32     200-355 ns    160-250 ns (one outlier 342)
+//	UDP, Zipf, batches     160-320 ns    137-236 ns
+//	TCP, one at a time     660-870 ns    520-700 ns
+//	TCP, batches of 32     225-370 ns    180-350 ns
+//
+// With all flows in cache (1K) a packet costs 95 to 175 ns on the same
+// machine, either way; each figure includes 15 to 30 ns of the benchmark
+// building the packet (BenchmarkFillView). So on huge pages a batched
+// packet on 1M flows costs some 20 to 60 ns more than one in cache: the
+// memory is no longer what bounds it, the per-packet CPU work is.
 //
 // # Expiry, limits and counters
 //

@@ -218,7 +218,7 @@ func (t *Table) related(r *Result, p *pkt, now int64) {
 	}
 	h := t.seed.hash(&tu)
 	s, si := t.shardFor(h)
-	s.mu.Lock()
+	s.lock()
 	defer s.mu.Unlock()
 	idx, dir, found := t.find(s, h, &tu, now)
 	if !found {

@@ -82,6 +82,28 @@ type shard struct {
 	_ [64]byte // keep neighbouring shards' locks off this cache line
 }
 
+// packetSpins is how many times a packet retries a held shard lock
+// before it sleeps on it: some tens of microseconds of retrying. The
+// holds a packet can meet (another packet's, a sweeper step's) are much
+// shorter than the wake-up of a sleeping thread can be on a busy machine,
+// where it may wait for the OS's next scheduling tick, milliseconds.
+const packetSpins = 20000
+
+// lock takes s.mu on the packet path: as s.mu.Lock, but retrying a while
+// before sleeping (see packetSpins). Uncontended it is one TryLock, the
+// same compare-and-swap as Lock's fast path.
+func (s *shard) lock() {
+	if s.mu.TryLock() {
+		return
+	}
+	for range packetSpins {
+		if s.mu.TryLock() {
+			return
+		}
+	}
+	s.mu.Lock()
+}
+
 // flow, tcp and l7 return the parts of the connection at slab index idx.
 func (s *shard) flow(idx uint32) *flow {
 	j := idx % chunkSize

@@ -117,7 +117,7 @@ func (r Ref) do(f func(s *shard, e *flow)) {
 		return
 	}
 	s := &r.t.shards[r.shard]
-	s.mu.Lock()
+	s.lock()
 	if r.idx < s.used {
 		if e := s.flow(r.idx); e.inUse() && e.gen == r.gen {
 			f(s, e)
@@ -272,9 +272,9 @@ func New(cfg Config) *Table {
 // a table, because a large table's slabs are mapped outside the Go heap
 // (see Config.HeapMemory) and the garbage collector, which does not see
 // their size, may take long to notice that a dropped table is garbage. No
-// other call on the table may be in progress. The table stays usable, as
-// an empty one on the Go heap, so a straggling call does no harm. Close
-// always returns nil.
+// other call on the table may be in progress (stop Run, and the workers,
+// first). The table stays usable, as an empty one on the Go heap, so a
+// call made after Close does no harm. Close always returns nil.
 func (t *Table) Close() error {
 	for i := range t.shards {
 		t.shards[i].mu.Lock()
@@ -381,7 +381,7 @@ func (t *Table) track(r *Result, v *packet.View, now int64) {
 	}
 	h := t.seed.hash(&p.tuple)
 	s, si := t.shardFor(h)
-	s.mu.Lock()
+	s.lock()
 	t.resolve(r, s, si, h, &p, now)
 	s.mu.Unlock()
 }
@@ -614,7 +614,7 @@ func (t *Table) earlyDrop(s *shard, h uint64, now int64) bool {
 // confirm inserts an unconfirmed entry into the index.
 func (t *Table) confirm(ref Ref, now int64, snap *Entry) (Ref, bool) {
 	s := &t.shards[ref.shard]
-	s.mu.Lock()
+	s.lock()
 	defer s.mu.Unlock()
 	if ref.idx >= s.used {
 		return Ref{}, false
@@ -660,7 +660,7 @@ func (t *Table) confirm(ref Ref, now int64, snap *Entry) (Ref, bool) {
 
 func (t *Table) discard(ref Ref) {
 	s := &t.shards[ref.shard]
-	s.mu.Lock()
+	s.lock()
 	if ref.idx < s.used {
 		if e := s.flow(ref.idx); e.inUse() && e.gen == ref.gen && e.status&StatusConfirmed == 0 {
 			s.release(ref.idx)
