@@ -51,7 +51,7 @@ const chunkStride = (int(unsafe.Sizeof(chunk{})) + arenaAlign - 1) &^ (arenaAlig
 
 // arena hands out a table's slab chunks and index arrays. It is shared by
 // the table's shards (each calls it under its own lock; the arena has its
-// own). Chunks are never returned (a slab never shrinks). Index arrays
+// own). A chunk stays with its shard (a slab never shrinks). Index arrays
 // that a shard outgrew are reused: cut into chunks when they are at least
 // a chunk large (as all are in a table large enough to map), else by
 // another shard's growth. They are never unmapped before the table is
@@ -68,8 +68,9 @@ type arena struct {
 	// rest is the unused, aligned tail of the newest region.
 	rest []byte
 	// retired holds index arrays smaller than a chunk that a shard
-	// outgrew, by log2 of length; spare the chunk-sized pieces of larger
-	// ones.
+	// outgrew, by log2 of length. spare holds chunks ready to hand out:
+	// pieces of larger outgrown arrays, chunks that refill backed ahead
+	// of need, and chunks a promotion did not use.
 	retired [48][][]slot
 	spare   [][]byte
 	// heap and mapped count the bytes of arrays handed out from the Go
