@@ -334,22 +334,23 @@ func reportHolds(b *testing.B, holds, cpu []time.Duration) {
 // sweeper runs. In "sweep=same" the sweeper expires the table's own 1M
 // flows, so packets contend for its shard locks; in "sweep=other", the
 // control, it expires a second table's, doing the same work without
-// sharing a lock with the packets. The difference is what waiting on the
-// sweeper costs; what both show is the machine (the OS descheduling the
-// tracking thread, the garbage collector, timer reads). The sweeper's lock
+// sharing a lock with the packets; in "sweep=none" no sweep runs while
+// the packets are tracked. The differences are what waiting on the
+// sweeper, and sharing the machine with it, cost; what all show is the
+// machine (the OS descheduling the tracking thread, timer reads). The sweeper's lock
 // holds are reported too, by the wall clock (BenchmarkSweep1M also times
 // them by CPU time).
 func BenchmarkTrackDuringSweep(b *testing.B) {
-	for _, same := range []bool{true, false} {
-		name := "sweep=other"
-		if same {
-			name = "sweep=same"
-		}
-		b.Run(name, func(b *testing.B) { benchTrackDuringSweep(b, same) })
+	for _, mode := range []string{"same", "other", "none"} {
+		b.Run("sweep="+mode, func(b *testing.B) { benchTrackDuringSweep(b, mode) })
 	}
 }
 
-func benchTrackDuringSweep(b *testing.B, same bool) {
+// sweepNoneFor is how long "sweep=none" tracks packets: about as long as
+// a 1M-flow sweep takes.
+const sweepNoneFor = 300 * time.Millisecond
+
+func benchTrackDuringSweep(b *testing.B, mode string) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	dying := newUDPFlows(million)
@@ -360,7 +361,7 @@ func benchTrackDuringSweep(b *testing.B, same bool) {
 		b.StopTimer()
 		tab := New(Config{MaxEntries: -1})
 		swept := tab
-		if !same {
+		if mode != "same" {
 			swept = New(Config{MaxEntries: -1})
 		}
 		dying.establish(b, swept, t0)
@@ -392,11 +393,20 @@ func benchTrackDuringSweep(b *testing.B, same bool) {
 				}
 			}
 		}()
-		// Wall-clock holds only: reading the thread's CPU clock is a
-		// system call, which would lengthen every hold the packets wait on.
-		st := swept.sweep(t0.Add(time.Hour), &holdProbe{onHold: func(w, _ time.Duration) {
-			holds = append(holds, w)
-		}})
+		var st SweepStats
+		if mode == "none" {
+			time.Sleep(sweepNoneFor)
+			stop.Store(true)
+			wg.Wait()
+			st = swept.Sweep(t0.Add(time.Hour)) // after the packets: for the checks below
+		} else {
+			// Wall-clock holds only: reading the thread's CPU clock is a
+			// system call, which would lengthen every hold the packets
+			// wait on.
+			st = swept.sweep(t0.Add(time.Hour), &holdProbe{onHold: func(w, _ time.Duration) {
+				holds = append(holds, w)
+			}})
+		}
 		stop.Store(true)
 		wg.Wait()
 		b.StopTimer()
@@ -409,7 +419,9 @@ func benchTrackDuringSweep(b *testing.B, same bool) {
 		swept.Close()
 		b.StartTimer()
 	}
-	reportHolds(b, holds, nil)
+	if len(holds) > 0 {
+		reportHolds(b, holds, nil)
+	}
 	slices.Sort(tracks)
 	b.ReportMetric(float64(len(tracks)), "tracks")
 	b.ReportMetric(float64(tracks[len(tracks)*999/1000].Nanoseconds())/1e3, "p99.9-track-µs")

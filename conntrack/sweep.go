@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"runtime"
 	"slices"
 	"time"
 	"unsafe"
@@ -22,6 +23,9 @@ import (
 const (
 	sweepBatch  = 64
 	sweepUnlink = 16
+	// yieldEvery is how many steps the sweeper takes between offering
+	// its P to other goroutines (some hundreds of microseconds).
+	yieldEvery = 16
 )
 
 // SweepStats describe one Sweep pass.
@@ -158,6 +162,12 @@ func (t *Table) sweep(now time.Time, probe *holdProbe) SweepStats {
 func (w *sweeper) shard(s *shard) {
 	w.promote(s)
 	for pos := uint32(0); ; pos += sweepBatch {
+		if pos%(yieldEvery*sweepBatch) == 0 && pos > 0 {
+			// A pass over a large table runs for a while: let the
+			// goroutines waiting for this P (packet workers) have it, as
+			// the scheduler would only after 10 ms.
+			runtime.Gosched()
+		}
 		for i := range sweepBatch {
 			if f, _ := s.peek(pos + uint32(i)); f != 0 {
 				prefetch(f)
