@@ -31,7 +31,8 @@ type classifier struct {
 	roots []uint32
 	// nodes holds every tree, each in breadth-first order.
 	nodes []treeNode
-	// depth is the trees' greatest leaf depth: the steps of a walk.
+	// depth is the steps of a walk: half the binary trees' greatest
+	// leaf depth, rounded up.
 	depth int
 	// leaves holds every leaf: a header entry whose rule is the leaf's
 	// entry count, then its entries in chain order.
@@ -45,15 +46,41 @@ type classifier struct {
 	markMask          uint32
 }
 
-// A treeNode is an inner node or a leaf, 8 bytes so that a cache line
-// holds eight and the top of the tree stays cached.
+// A treeNode is two levels of a binary decision tree in 16 bytes, so
+// that one load and three compares, which do not depend on each other,
+// take a packet down two levels.
 //
-// An inner node has field f = link&15 (< leafTag) and its children at
-// link>>4 (keys below cut) and link>>4 + 1 (keys at or above cut). A leaf
-// at index i has link = i<<4 | leafTag: the key of leafTag is always 0,
-// below its cut, so the leaf is its own child. Its cut is where its rules
-// start in leaves, after their header at leaves[cut-1].
+// Field f0 = meta&15 is cut at cut[0]; below it, keys under cut[0] are
+// cut on field f1 = meta>>4&15 at cut[1], the others on f2 = meta>>8&15
+// at cut[2]; the four grandchildren are at meta>>12 + 0..3 (under both
+// cuts first). A leaf at index i has every field leafTag, whose key is
+// always 0, below its cuts, and meta>>12 == i: it is its own child. Its
+// cuts are where its rules start in leaves, after their header at
+// leaves[cut-1].
 type treeNode struct {
+	cut  [3]uint32
+	meta uint32
+}
+
+// step returns the grandchild of node n for keys.
+func (n *treeNode) step(keys *keyArray) uint32 {
+	m := n.meta
+	// cut-1-key is negative exactly when key >= cut.
+	b0 := (uint64(n.cut[0]) - uint64(keys[m&15]) - 1) >> 63
+	bl := (uint64(n.cut[1]) - uint64(keys[m>>4&15]) - 1) >> 63
+	br := (uint64(n.cut[2]) - uint64(keys[m>>8&15]) - 1) >> 63
+	b1 := bl ^ (bl^br)&-b0
+	return m>>12 + uint32(b0<<1|b1)
+}
+
+// maxNodes bounds a classifier's nodes: meta holds 20 bits of index.
+const maxNodes = 1 << 20
+
+// A binNode is a node of the binary tree built before it is paired into
+// treeNodes: an inner node cuts field link&15 at cut, its children at
+// link>>4 (below) and link>>4 + 1; a leaf has link&15 == leafTag and its
+// rules' start in leaves at cut.
+type binNode struct {
 	cut  uint32
 	link uint32
 }
@@ -142,8 +169,8 @@ type leafRange struct{ start, pos, end int32 }
 
 // lookup walks the trees to the packet's leaves. The walks run in
 // lockstep for depth steps, without a branch: a leaf's child is itself
-// (see treeNode), so each step is a load and a compare per tree, and the
-// trees' loads overlap.
+// (see treeNode), so each step is a load and three compares per tree, and
+// the trees' loads overlap.
 func (cl *classifier) lookup(c *matchers.Context, src, dst uint32, rows *rowSet) {
 	var keys keyArray
 	packetKeys(c, src, dst, cl.markMask, &keys)
@@ -161,17 +188,37 @@ func (cl *classifier) lookup(c *matchers.Context, src, dst uint32, rows *rowSet)
 	nodes := cl.nodes
 	a0, a1, a2, a3 := cl.roots[0], cl.roots[1], cl.roots[2], cl.roots[3]
 	for range cl.depth {
-		// cut-1-key is negative exactly when key >= cut.
-		n0, n1, n2, n3 := nodes[a0], nodes[a1], nodes[a2], nodes[a3]
-		a0 = n0.link>>4 + uint32((uint64(n0.cut)-uint64(keys[n0.link&15])-1)>>63)
-		a1 = n1.link>>4 + uint32((uint64(n1.cut)-uint64(keys[n1.link&15])-1)>>63)
-		a2 = n2.link>>4 + uint32((uint64(n2.cut)-uint64(keys[n2.link&15])-1)>>63)
-		a3 = n3.link>>4 + uint32((uint64(n3.cut)-uint64(keys[n3.link&15])-1)>>63)
+		// treeNode.step for each tree, by hand: the compiler does not
+		// inline it.
+		n0 := &nodes[a0]
+		m0 := n0.meta
+		x0 := (uint64(n0.cut[0]) - uint64(keys[m0&15]) - 1) >> 63
+		l0 := (uint64(n0.cut[1]) - uint64(keys[m0>>4&15]) - 1) >> 63
+		r0 := (uint64(n0.cut[2]) - uint64(keys[m0>>8&15]) - 1) >> 63
+		a0 = m0>>12 + uint32(x0<<1|(l0^(l0^r0)&-x0))
+		n1 := &nodes[a1]
+		m1 := n1.meta
+		x1 := (uint64(n1.cut[0]) - uint64(keys[m1&15]) - 1) >> 63
+		l1 := (uint64(n1.cut[1]) - uint64(keys[m1>>4&15]) - 1) >> 63
+		r1 := (uint64(n1.cut[2]) - uint64(keys[m1>>8&15]) - 1) >> 63
+		a1 = m1>>12 + uint32(x1<<1|(l1^(l1^r1)&-x1))
+		n2 := &nodes[a2]
+		m2 := n2.meta
+		x2 := (uint64(n2.cut[0]) - uint64(keys[m2&15]) - 1) >> 63
+		l2 := (uint64(n2.cut[1]) - uint64(keys[m2>>4&15]) - 1) >> 63
+		r2 := (uint64(n2.cut[2]) - uint64(keys[m2>>8&15]) - 1) >> 63
+		a2 = m2>>12 + uint32(x2<<1|(l2^(l2^r2)&-x2))
+		n3 := &nodes[a3]
+		m3 := n3.meta
+		x3 := (uint64(n3.cut[0]) - uint64(keys[m3&15]) - 1) >> 63
+		l3 := (uint64(n3.cut[1]) - uint64(keys[m3>>4&15]) - 1) >> 63
+		r3 := (uint64(n3.cut[2]) - uint64(keys[m3>>8&15]) - 1) >> 63
+		a3 = m3>>12 + uint32(x3<<1|(l3^(l3^r3)&-x3))
 	}
 	leaves := cl.leaves
 	rows.from = 0
 	for t, a := range [maxTrees]uint32{a0, a1, a2, a3} {
-		start := int32(nodes[a].cut)
+		start := int32(nodes[a].cut[0])
 		rows.at[t] = leafRange{start, start, start + leaves[start-1].rule}
 	}
 }
@@ -184,6 +231,10 @@ func (cl *classifier) first(rows *rowSet, from int) int {
 	restart := int32(from) < rows.from
 	rows.from = int32(from)
 	best := cl.nRules
+	// Most entries miss the packet in the first two box fields (the
+	// addresses, when rules constrain them): a test of those alone is
+	// cheaper and, failing far more often than not, well predicted.
+	k0, k1 := rows.keys[0], rows.keys[1]
 	for t := range rows.at {
 		at := &rows.at[t]
 		i := at.pos
@@ -192,11 +243,15 @@ func (cl *classifier) first(rows *rowSet, from int) int {
 		}
 		for ; i < at.end; i++ {
 			e := &leaves[i]
-			if int(e.rule) >= best {
+			r := int(e.rule)
+			if r >= best {
 				break
 			}
-			if int(e.rule) >= from && e.holds(&rows.keys) {
-				best = int(e.rule)
+			if k0-e.lo[0] > e.w[0] || k1-e.lo[1] > e.w[1] {
+				continue
+			}
+			if r >= from && e.holds(&rows.keys) {
+				best = r
 				break
 			}
 		}
@@ -358,11 +413,12 @@ func buildClassifier(cons []ruleCons) *classifier {
 	for len(parts) < maxTrees {
 		parts = append(parts, nil)
 	}
+	var binRoots []uint32
 	for _, part := range parts {
-		cl.roots = append(cl.roots, uint32(len(cl.nodes)))
+		binRoots = append(binRoots, uint32(len(b.bin)))
 		b.build(part)
 	}
-	cl.nodes = slices.Clip(cl.nodes)
+	b.pair(binRoots)
 	cl.leaves = slices.Clip(cl.leaves)
 	return cl
 }
@@ -378,6 +434,8 @@ type treeBuilder struct {
 	// scratch for bestCut
 	los, his []uint64
 	maxDepth int // leaves below which are not split
+	bin      []binNode
+	depth    int // greatest leaf depth in bin
 }
 
 // treeTask is a node to build: its rules and region.
@@ -399,14 +457,14 @@ func (b *treeBuilder) build(root []int32) {
 	for f := range region {
 		region[f] = ival{0, b.maxKey[f]}
 	}
-	queue := []treeTask{{node: int32(len(cl.nodes)), rules: root, region: region}}
-	cl.nodes = append(cl.nodes, treeNode{})
+	queue := []treeTask{{node: int32(len(b.bin)), rules: root, region: region}}
+	b.bin = append(b.bin, binNode{})
 	for len(queue) > 0 {
 		t := queue[0]
 		queue[0] = treeTask{}
 		queue = queue[1:]
 		if len(t.rules) > leafRules && t.depth < b.maxDepth {
-			if f, cut, nl, nr, ok := b.bestCut(t.rules, &t.region); ok && load+nl+nr+1-len(t.rules) <= budget {
+			if f, cut, nl, nr, ok := b.bestCut(t.rules, &t.region); ok && load+nl+nr+1-len(t.rules) <= budget && len(b.bin)+2 <= maxNodes/2 {
 				load += nl + nr + 1 - len(t.rules)
 				left := make([]int32, 0, nl)
 				right := make([]int32, 0, nr)
@@ -419,9 +477,9 @@ func (b *treeBuilder) build(root []int32) {
 						right = append(right, r)
 					}
 				}
-				child := len(cl.nodes)
-				cl.nodes[t.node] = treeNode{cut: cut, link: uint32(child)<<4 | uint32(f)}
-				cl.nodes = append(cl.nodes, treeNode{}, treeNode{})
+				child := len(b.bin)
+				b.bin[t.node] = binNode{cut: cut, link: uint32(child)<<4 | uint32(f)}
+				b.bin = append(b.bin, binNode{}, binNode{})
 				lt := treeTask{node: int32(child), depth: t.depth + 1, rules: left, region: t.region}
 				lt.region[f].hi = cut - 1
 				rt := treeTask{node: int32(child + 1), depth: t.depth + 1, rules: right, region: t.region}
@@ -431,7 +489,7 @@ func (b *treeBuilder) build(root []int32) {
 			}
 		}
 		cl.leaves = append(cl.leaves, leafEntry{rule: int32(len(t.rules))})
-		cl.nodes[t.node] = treeNode{cut: uint32(len(cl.leaves)), link: uint32(t.node)<<4 | leafTag}
+		b.bin[t.node] = binNode{cut: uint32(len(cl.leaves)), link: leafTag}
 		for _, r := range t.rules {
 			e := leafEntry{rule: r}
 			for j, f := range cl.boxFields {
@@ -442,8 +500,54 @@ func (b *treeBuilder) build(root []int32) {
 			}
 			cl.leaves = append(cl.leaves, e)
 		}
-		cl.depth = max(cl.depth, t.depth)
+		b.depth = max(b.depth, t.depth)
 	}
+}
+
+// pair lays the binary trees at roots out as treeNodes, two levels each,
+// breadth first. A leaf below an inner node on one side takes both of
+// that side's grandchild slots (the second is never reached).
+func (b *treeBuilder) pair(roots []uint32) {
+	cl := b.cl
+	cl.depth = (b.depth + 1) / 2
+	type job struct{ bin, node uint32 }
+	var queue []job
+	for _, r := range roots {
+		cl.roots = append(cl.roots, uint32(len(cl.nodes)))
+		queue = append(queue, job{r, uint32(len(cl.nodes))})
+		cl.nodes = append(cl.nodes, treeNode{})
+	}
+	leaf := func(i uint32, start uint32) treeNode {
+		return treeNode{cut: [3]uint32{start, start, start}, meta: i<<12 | leafTag<<8 | leafTag<<4 | leafTag}
+	}
+	for len(queue) > 0 {
+		j := queue[0]
+		queue = queue[1:]
+		p := b.bin[j.bin]
+		if p.link&15 == leafTag {
+			cl.nodes[j.node] = leaf(j.node, p.cut)
+			continue
+		}
+		base := uint32(len(cl.nodes))
+		cl.nodes = append(cl.nodes, treeNode{}, treeNode{}, treeNode{}, treeNode{})
+		n := treeNode{meta: base<<12 | p.link&15}
+		n.cut[0] = p.cut
+		for side := range 2 {
+			c := b.bin[p.link>>4+uint32(side)]
+			slot := base + uint32(2*side)
+			if c.link&15 == leafTag {
+				n.meta |= leafTag << (4 + 4*side)
+				n.cut[1+side] = 1
+				queue = append(queue, job{p.link>>4 + uint32(side), slot}, job{p.link>>4 + uint32(side), slot + 1})
+				continue
+			}
+			n.meta |= (c.link & 15) << (4 + 4*side)
+			n.cut[1+side] = c.cut
+			queue = append(queue, job{c.link >> 4, slot}, job{c.link>>4 + 1, slot + 1})
+		}
+		cl.nodes[j.node] = n
+	}
+	cl.nodes = slices.Clip(cl.nodes)
 }
 
 // partition splits rules (in chain order) into at most maxTrees parts, so
