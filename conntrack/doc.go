@@ -128,19 +128,19 @@
 // BenchmarkTrackBatch, BenchmarkTrackEstablished and BenchmarkTrackTCP1M
 // measure on the Go heap (Config.HeapMemory) and on huge pages side by
 // side; BenchmarkRandomLoads isolates the page walks (random loads over
-// 256 MiB: 19 to 63 ns each on 4 KiB pages, 6 to 23 ns on 2 MiB pages).
+// 256 MiB: 16 to 63 ns each on 4 KiB pages, 6 to 23 ns on 2 MiB pages).
 // On a 2-vCPU KVM guest (Xeon) shared with other work, in thread CPU time
 // per packet (the wall clock there also counts waiting for a CPU), 1M
-// flows drawn uniformly, over six runs:
+// flows drawn uniformly unless said otherwise, over eight runs:
 //
 //	                       4 KiB pages   2 MiB pages
-//	UDP, one at a time     600-820 ns    480-590 ns
-//	UDP, batches of 32     200-355 ns    160-250 ns (one outlier 342)
+//	UDP, one at a time     600-820 ns    480-620 ns
+//	UDP, batches of 32     200-355 ns    160-250 ns (one run 342)
 //	UDP, Zipf, batches     160-320 ns    137-236 ns
 //	TCP, one at a time     660-870 ns    520-700 ns
-//	TCP, batches of 32     225-370 ns    180-350 ns
+//	TCP, batches of 32     225-370 ns    180-265 ns (one run 350)
 //
-// With all flows in cache (1K) a packet costs 95 to 175 ns on the same
+// With all flows in cache (1K) a packet costs 90 to 180 ns on the same
 // machine, either way; each figure includes 15 to 30 ns of the benchmark
 // building the packet (BenchmarkFillView). So on huge pages a batched
 // packet on 1M flows costs some 20 to 60 ns more than one in cache: the
@@ -171,10 +171,12 @@
 // other flows meanwhile, next to a control that sweeps another table. On
 // the machine of the Cost section: holds of about 1 µs at the median and
 // 14 to 40 µs at the 99.9th percentile by the wall clock; the longest,
-// from 0.2 to 24 ms by the wall clock but 50 to 240 µs of CPU time, are
-// the sweeper descheduled inside a hold. Track calls: 1 to 3 µs at the
-// 99.9th percentile and 5 to 12 ms at worst, against 0.6 to 1 µs and 5 to
-// 8 ms in the control; the worst pause there is the machine's.
+// from 0.1 to 24 ms by the wall clock but 50 to 240 µs of CPU time, are
+// the sweeper descheduled inside a hold. Track calls: 1 to 10 µs at the
+// 99.9th percentile, and at worst 0.1 ms when the machine was quiet, 4 to
+// 12 ms when it was busy, as in the control sweeping another table (0.1
+// to 16 ms) and, busy, even with no sweep at all: the worst pause there
+// is the machine's.
 // Unconfirmed entries that were neither confirmed nor discarded within
 // 60 s (a caller bug) are reclaimed too.
 //
