@@ -742,9 +742,10 @@ func (d *Daemon) openReader(num uint16, idx int) (*reader, error) {
 const workerQueue = 256
 
 // read receives batches from the queue until ctx is cancelled or the
-// socket fails. Judging in the reader, each batch is judged under the
-// reader's worker lock and its verdicts leave in one message; with a
-// pool, each packet is copied and handed to the worker of its flow.
+// socket fails. Judging in the reader, each read is judged as one batch
+// (handleBatch: one flow table pass for its packets) under the reader's
+// worker lock and its verdicts leave in one message; with a pool, each
+// packet is copied and handed to the worker of its flow.
 func (d *Daemon) read(ctx context.Context, r *reader, fatal chan<- error) {
 	rb := newRecvBuf()
 	var vb *verdictBatch
