@@ -183,41 +183,60 @@ func (cl *classifier) lookup(c *matchers.Context, src, dst uint32, rows *rowSet)
 	for j, f := range cl.boxFields {
 		rows.keys[j] = keys[f&15]
 	}
-	// Every classifier has maxTrees roots (an empty leaf stands in for
-	// a missing tree), so the walks are unrolled.
+	// A classifier has two trees or maxTrees (an empty leaf stands in
+	// for a missing one), so that the walks are unrolled.
 	nodes := cl.nodes
-	a0, a1, a2, a3 := cl.roots[0], cl.roots[1], cl.roots[2], cl.roots[3]
-	for range cl.depth {
-		// treeNode.step for each tree, by hand: the compiler does not
-		// inline it.
-		n0 := &nodes[a0]
-		m0 := n0.meta
-		x0 := (uint64(n0.cut[0]) - uint64(keys[m0&15]) - 1) >> 63
-		l0 := (uint64(n0.cut[1]) - uint64(keys[m0>>4&15]) - 1) >> 63
-		r0 := (uint64(n0.cut[2]) - uint64(keys[m0>>8&15]) - 1) >> 63
-		a0 = m0>>12 + uint32(x0<<1|(l0^(l0^r0)&-x0))
-		n1 := &nodes[a1]
-		m1 := n1.meta
-		x1 := (uint64(n1.cut[0]) - uint64(keys[m1&15]) - 1) >> 63
-		l1 := (uint64(n1.cut[1]) - uint64(keys[m1>>4&15]) - 1) >> 63
-		r1 := (uint64(n1.cut[2]) - uint64(keys[m1>>8&15]) - 1) >> 63
-		a1 = m1>>12 + uint32(x1<<1|(l1^(l1^r1)&-x1))
-		n2 := &nodes[a2]
-		m2 := n2.meta
-		x2 := (uint64(n2.cut[0]) - uint64(keys[m2&15]) - 1) >> 63
-		l2 := (uint64(n2.cut[1]) - uint64(keys[m2>>4&15]) - 1) >> 63
-		r2 := (uint64(n2.cut[2]) - uint64(keys[m2>>8&15]) - 1) >> 63
-		a2 = m2>>12 + uint32(x2<<1|(l2^(l2^r2)&-x2))
-		n3 := &nodes[a3]
-		m3 := n3.meta
-		x3 := (uint64(n3.cut[0]) - uint64(keys[m3&15]) - 1) >> 63
-		l3 := (uint64(n3.cut[1]) - uint64(keys[m3>>4&15]) - 1) >> 63
-		r3 := (uint64(n3.cut[2]) - uint64(keys[m3>>8&15]) - 1) >> 63
-		a3 = m3>>12 + uint32(x3<<1|(l3^(l3^r3)&-x3))
+	var at [maxTrees]uint32
+	if len(cl.roots) == 2 {
+		a0, a1 := cl.roots[0], cl.roots[1]
+		for range cl.depth {
+			n0 := &nodes[a0]
+			m0 := n0.meta
+			x0 := (uint64(n0.cut[0]) - uint64(keys[m0&15]) - 1) >> 63
+			l0 := (uint64(n0.cut[1]) - uint64(keys[m0>>4&15]) - 1) >> 63
+			r0 := (uint64(n0.cut[2]) - uint64(keys[m0>>8&15]) - 1) >> 63
+			a0 = m0>>12 + uint32(x0<<1|(l0^(l0^r0)&-x0))
+			n1 := &nodes[a1]
+			m1 := n1.meta
+			x1 := (uint64(n1.cut[0]) - uint64(keys[m1&15]) - 1) >> 63
+			l1 := (uint64(n1.cut[1]) - uint64(keys[m1>>4&15]) - 1) >> 63
+			r1 := (uint64(n1.cut[2]) - uint64(keys[m1>>8&15]) - 1) >> 63
+			a1 = m1>>12 + uint32(x1<<1|(l1^(l1^r1)&-x1))
+		}
+		at[0], at[1] = a0, a1
+	} else {
+		a0, a1, a2, a3 := cl.roots[0], cl.roots[1], cl.roots[2], cl.roots[3]
+		for range cl.depth {
+			n0 := &nodes[a0]
+			m0 := n0.meta
+			x0 := (uint64(n0.cut[0]) - uint64(keys[m0&15]) - 1) >> 63
+			l0 := (uint64(n0.cut[1]) - uint64(keys[m0>>4&15]) - 1) >> 63
+			r0 := (uint64(n0.cut[2]) - uint64(keys[m0>>8&15]) - 1) >> 63
+			a0 = m0>>12 + uint32(x0<<1|(l0^(l0^r0)&-x0))
+			n1 := &nodes[a1]
+			m1 := n1.meta
+			x1 := (uint64(n1.cut[0]) - uint64(keys[m1&15]) - 1) >> 63
+			l1 := (uint64(n1.cut[1]) - uint64(keys[m1>>4&15]) - 1) >> 63
+			r1 := (uint64(n1.cut[2]) - uint64(keys[m1>>8&15]) - 1) >> 63
+			a1 = m1>>12 + uint32(x1<<1|(l1^(l1^r1)&-x1))
+			n2 := &nodes[a2]
+			m2 := n2.meta
+			x2 := (uint64(n2.cut[0]) - uint64(keys[m2&15]) - 1) >> 63
+			l2 := (uint64(n2.cut[1]) - uint64(keys[m2>>4&15]) - 1) >> 63
+			r2 := (uint64(n2.cut[2]) - uint64(keys[m2>>8&15]) - 1) >> 63
+			a2 = m2>>12 + uint32(x2<<1|(l2^(l2^r2)&-x2))
+			n3 := &nodes[a3]
+			m3 := n3.meta
+			x3 := (uint64(n3.cut[0]) - uint64(keys[m3&15]) - 1) >> 63
+			l3 := (uint64(n3.cut[1]) - uint64(keys[m3>>4&15]) - 1) >> 63
+			r3 := (uint64(n3.cut[2]) - uint64(keys[m3>>8&15]) - 1) >> 63
+			a3 = m3>>12 + uint32(x3<<1|(l3^(l3^r3)&-x3))
+		}
+		at = [maxTrees]uint32{a0, a1, a2, a3}
 	}
 	leaves := cl.leaves
 	rows.from = 0
-	for t, a := range [maxTrees]uint32{a0, a1, a2, a3} {
+	for t, a := range at[:len(cl.roots)] {
 		start := int32(nodes[a].cut[0])
 		rows.at[t] = leafRange{start, start, start + leaves[start-1].rule}
 	}
@@ -235,7 +254,7 @@ func (cl *classifier) first(rows *rowSet, from int) int {
 	// addresses, when rules constrain them): a test of those alone is
 	// cheaper and, failing far more often than not, well predicted.
 	k0, k1 := rows.keys[0], rows.keys[1]
-	for t := range rows.at {
+	for t := range rows.at[:len(cl.roots)] {
 		at := &rows.at[t]
 		i := at.pos
 		if restart {
@@ -410,7 +429,8 @@ func buildClassifier(cons []ruleCons) *classifier {
 	}
 	parts := b.partition(root)
 	b.maxDepth = bits.Len(uint(len(root)/leafRules)) + extraDepth
-	for len(parts) < maxTrees {
+	// Pad to two trees or four: the walks are unrolled for those.
+	for len(parts) != 2 && len(parts) < maxTrees {
 		parts = append(parts, nil)
 	}
 	var binRoots []uint32
@@ -551,24 +571,21 @@ func (b *treeBuilder) pair(roots []uint32) {
 }
 
 // partition splits rules (in chain order) into at most maxTrees parts, so
-// that a tree need not copy a rule into every region of a field in which
-// the rule is wide while the others are narrow (the separable trees of
-// EffiCuts). A rule is wide in a field when its box holds more than a
-// 1/256th of the address space or half of another field's keys. The
-// largest classes by wide fields get a tree each; a rule goes to the tree
-// of the fewest wide fields that include its own, the rest to the last.
+// that a tree need not copy a rule into every region of an address field
+// in which the rule is wide while the others are narrow (the separable
+// trees of EffiCuts; firewall sets mix "any" and host addresses). A rule
+// is wide in an address when its box holds more than 1/256th of the
+// space (a prefix shorter than /8). The largest classes by wide addresses
+// get a tree each; a rule goes to the tree of the fewest wide fields that
+// include its own. Classing by the other fields too was measured: more
+// trees to walk for about the same leaves (design-classifier.md).
 func (b *treeBuilder) partition(rules []int32) [][]int32 {
 	masks := make([]uint16, len(rules))
 	count := map[uint16]int{}
 	for i, r := range rules {
 		var m uint16
-		for _, f := range b.fields {
-			box := b.boxes[r][f]
-			limit := (uint64(b.maxKey[f]) + 1) >> 1
-			if f == fSrc || f == fDst {
-				limit = (uint64(b.maxKey[f]) + 1) >> 8
-			}
-			if uint64(box.hi)-uint64(box.lo) >= limit {
+		for _, f := range []fieldID{fSrc, fDst} {
+			if box := b.boxes[r][f]; box.hi-box.lo >= 1<<24 {
 				m |= 1 << f
 			}
 		}
@@ -594,19 +611,12 @@ func (b *treeBuilder) partition(rules []int32) [][]int32 {
 		}
 		return best
 	}
+	// Two wide bits make at most four classes: maxTrees.
 	var trees []uint16
-	var rest uint16
 	for _, m := range classes {
-		switch {
-		case covered(m, trees) >= 0:
-		case len(trees) < maxTrees-1:
+		if covered(m, trees) < 0 {
 			trees = append(trees, m)
-		default:
-			rest |= m
 		}
-	}
-	if rest != 0 {
-		trees = append(trees, rest)
 	}
 	parts := make([][]int32, len(trees))
 	for i, r := range rules {
