@@ -96,9 +96,8 @@ func TestDaemonHandleBatchNoChain(t *testing.T) {
 
 // TestReaderJudgesReadAsBatch: the reader collects a read's packets and
 // judges them together when the read is done (judgeRead): a SYN and its
-// retransmission in one read are both NEW, and the retransmission loses
-// the clash (dropped, counted as a conntrack drop), as in the kernel when
-// both wait in the queue at once.
+// retransmission in one read are judged as one at a time would judge
+// them, the retransmission finding the connection the first confirmed.
 func TestReaderJudgesReadAsBatch(t *testing.T) {
 	d := testDaemon(t, testRules, io.Discard, &bytes.Buffer{})
 	r := &reader{c: &nfqConn{num: 0}, w: d.newWorker()}
@@ -115,19 +114,21 @@ func TestReaderJudgesReadAsBatch(t *testing.T) {
 	if len(r.batch) != 0 || d.inflight.Load() != 0 {
 		t.Errorf("after judging: %d waiting, %d in flight", len(r.batch), d.inflight.Load())
 	}
-	// Packet 1 accepted with the mark (a run of its own), packet 2
-	// dropped: the current run.
-	if vb.runN != 1 || vb.runLast != 2 || vb.runV != nfDrop || vb.msgs != 1 {
-		t.Errorf("verdicts: run of %d up to %d verdict %d after %d messages; want packet 2 dropped after 1 message", vb.runN, vb.runLast, vb.runV, vb.msgs)
+	// Both accepted with mangle's mark: one run of two verdicts, not yet
+	// sent.
+	if vb.runN != 2 || vb.runLast != 2 || vb.runV != nfAccept || vb.msgs != 0 {
+		t.Errorf("verdicts: run of %d up to %d verdict %d after %d messages; want packets 1-2 accepted in one run", vb.runN, vb.runLast, vb.runV, vb.msgs)
 	}
-	// Both carry mangle's mark (the drop after the rules keeps it).
-	if st := d.Stats(); st.Accepted != 1 || st.Dropped != 1 || st.CtDrops != 1 || st.Marked != 2 {
+	if st := d.Stats(); st.Accepted != 2 || st.Dropped != 0 || st.CtDrops != 0 || st.Marked != 2 {
 		t.Errorf("stats %+v", st)
 	}
-	// The next read's retransmission finds the confirmed connection.
+	if cs := d.Conntrack().Stats(); cs.New != 1 || cs.Found != 1 || cs.InsertFailed != 0 {
+		t.Errorf("flow table %+v, want 1 new, 1 found, no clash", cs)
+	}
+	// The next read's retransmission finds the connection too.
 	d.readMsgs(context.Background(), r, vb, packetMsg(3, uint8(matchers.HookForward), syn, 0), now)
 	d.judgeRead(r)
-	if st := d.Stats(); st.Accepted != 2 || st.CtDrops != 1 {
+	if st := d.Stats(); st.Accepted != 3 || st.CtDrops != 0 {
 		t.Errorf("stats %+v, want the third SYN accepted", st)
 	}
 }

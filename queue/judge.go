@@ -170,8 +170,13 @@ type Judge struct {
 	res     [judgeBatch]conntrack.Result
 	nt      int
 	tracked bool
-	cur     int
-	view    *packet.View
+	// trackedTo is how many of res[:nt] are tracked: Track tracks the
+	// batch a segment at a time (see trackSegment), at time now.
+	trackedTo int
+	now       time.Time
+	segKeys   flowKeySet
+	cur       int
+	view      *packet.View
 	// ct is the flow table packets are tracked in (nil: untracked; the
 	// stateful matches then see INVALID). trackAt says at which hooks a
 	// packet is tracked.
@@ -223,7 +228,7 @@ func (j *Judge) SetConntrack(t *conntrack.Table, hooks []matchers.Hook) {
 // abandon forgets the connection a packet whose judging panicked created:
 // the packet gets the default verdict without a confirm.
 func (j *Judge) abandon() {
-	if p := &j.pend[j.cur]; j.cur < j.n && j.tracked && p.state == slotTracked {
+	if p := &j.pend[j.cur]; j.cur < j.n && j.tracked && p.state == slotTracked && p.res < j.trackedTo {
 		j.res[p.res].Discard()
 	}
 }
@@ -321,25 +326,63 @@ func (j *Judge) addSlot(st slotState, mark uint32) {
 	j.n++
 }
 
-// Track looks the batch's tracked packets up in the flow table, all at
-// once (conntrack.Table.TrackBatch), with the time now: exactly what
-// tracking them one at a time in order would decide, except that a
-// packet does not find the connection an earlier packet of the batch
-// creates, which Eval confirms only when that packet is accepted. Such a
-// packet is NEW as well, as when two first packets of a connection are
-// in the kernel's queue at once, and Eval's Confirm settles the clash as
-// the kernel does: the first packet confirmed wins, a later UDP packet
-// joins its connection, a later TCP, ICMP or other packet is dropped.
-// (Both packets were queued before either had a verdict, so the kernel's
-// own conntrack saw them the same way.)
+// Track starts tracking the batch's tracked packets in the flow table,
+// with the time now. The result is exactly what tracking, judging and
+// confirming them one at a time in order would give, while most of the
+// batch is looked up at once (conntrack.Table.TrackBatch overlaps their
+// cache misses).
+//
+// A batch looked up at once would not be exact: a packet would not find
+// the connection an earlier packet of the batch creates (it is confirmed
+// only when that packet is accepted), so two first packets of a flow
+// would both be NEW and the second's confirm would clash (dropped for
+// TCP and ICMP); and a packet would not see what the rules did to its
+// connection for an earlier one (CONNMARK). So the batch is tracked in
+// segments: a segment ends before a packet that may belong to a flow
+// an earlier packet of the segment belongs to, or that is an ICMP
+// error (it is resolved through the flow it quotes), and Eval tracks the
+// next segment when it reaches it, after the previous packets were
+// judged and confirmed.
 func (j *Judge) Track(now time.Time) {
 	if j.tracked {
 		return
 	}
-	j.tracked = true
+	j.tracked, j.trackedTo, j.now = true, 0, now
 	if j.nt > 0 {
-		j.ct.TrackBatch(j.views[:j.nt], now, j.res[:j.nt])
+		j.trackSegment()
 	}
+}
+
+// trackSegment tracks the next segment of the batch: res[trackedTo:e]
+// with e as Track describes. If tracking panics, the segment's packets
+// get the default verdict (their new connections are forgotten) and the
+// panic goes on to the caller.
+func (j *Judge) trackSegment() {
+	s := j.trackedTo
+	e := s + 1
+	j.segKeys.reset()
+	k, _ := flowKeyOf(j.views[s])
+	j.segKeys.add(k)
+	for e < j.nt {
+		k, alone := flowKeyOf(j.views[e])
+		if alone || !j.segKeys.add(k) {
+			break
+		}
+		e++
+	}
+	j.trackedTo = e
+	defer func() {
+		if p := recover(); p != nil {
+			for i := range j.n {
+				if q := &j.pend[i]; q.state == slotTracked && q.res >= s && q.res < e {
+					j.res[q.res].Discard()
+					q.state = slotFailed
+				}
+			}
+			panic(p)
+		}
+	}()
+	j.ct.TrackBatch(j.views[s:e], j.now, j.res[s:e])
 }
 
 // Eval judges packet i of the batch (Track is called first if it has not
@@ -353,6 +396,9 @@ func (j *Judge) Eval(r *Rules, i int) Outcome {
 	}
 	p := &j.pend[i]
 	j.cur, j.view = i, &p.view
+	if p.state == slotTracked && p.res >= j.trackedTo {
+		j.trackSegment()
+	}
 	m := &p.meta
 	c := &j.ctx
 	c.Reset()

@@ -32,9 +32,9 @@ COMMIT
 // at OUTPUT, and sends a burst of datagrams of one new UDP flow over the
 // loopback device: the kernel queues them faster than the reader takes
 // them, so reads hold several packets of the flow before its first is
-// confirmed. Each of those is NEW with an entry of its own and merges
-// into the first on confirm (UDP's allow_clash): every datagram arrives,
-// and the table holds the one flow counting them all. A second burst
+// confirmed. The judge tracks a read in segments, so each later packet
+// finds the flow its first packet confirmed: every datagram arrives, and
+// the table holds the one flow counting them all. A second burst
 // from another port to port 9998 is dropped whole.
 func TestLiveBatchUDPBurst(t *testing.T) {
 	kerneltest.Require(t, "ip", "iptables")
@@ -144,8 +144,6 @@ func TestLiveBatchUDPBurst(t *testing.T) {
 	if st.Accepted != burst || st.Dropped != burst || st.CtDrops != 0 {
 		t.Errorf("stats: %d accepted, %d dropped, %d by conntrack; want %d, %d, 0", st.Accepted, st.Dropped, st.CtDrops, burst, burst)
 	}
-	// How many datagrams met an earlier one of their flow in the same read
-	// depends on the scheduler; the count shows the path was taken.
 	t.Logf("%d datagrams in %d verdict datagrams; %d clashes merged, %d inserted", st.Received, st.VerdictDatagrams, cs.ClashResolved, cs.Inserted)
 	stop()
 }
