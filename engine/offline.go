@@ -147,6 +147,7 @@ func (o *Offline) Run(ctx context.Context, prog *Program, path string, fn func(*
 	ct := o.Conntrack
 	if ct == nil {
 		ct = conntrack.New(o.CtConfig)
+		defer ct.Close() // a large table's memory is mapped outside the Go heap
 	}
 	// The raw table runs before conntrack; every other table after it.
 	trackFirst := table != "raw"

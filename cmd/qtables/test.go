@@ -280,6 +280,7 @@ func runTest(cmd *cobra.Command, o *testOptions, capture string) error {
 		return usageError(cmd, err)
 	}
 	offline.Conntrack = conntrack.New(ctCfg)
+	defer offline.Conntrack.Close() // a large table's memory is mapped outside the Go heap
 
 	ctx := cmd.Context()
 	if ctx == nil {
