@@ -10,12 +10,13 @@ import (
 )
 
 // A classifier finds, for one chain and one packet, the first rule at or
-// after a given position that may match. It is a decision tree over the
-// rules' key boxes (HyperSplit): each inner node compares one field's key
-// with a cut, each leaf lists, in chain order, the rules whose box meets
-// the leaf's region. A packet walks the tree once per chain visit and then
-// resumes through its leaf's list; see design-classifier.md for why this
-// structure and for its measurements.
+// after a given position that may match. It is up to four decision trees
+// over the rules' key boxes (HyperSplit), the rules split between them by
+// which addresses they leave wide: each inner node compares one field's
+// key with a cut, each leaf lists, in chain order, the rules whose box
+// meets the leaf's region, with their boxes. A packet walks the trees once
+// per chain visit and then resumes through its leaves' lists; see
+// design-classifier.md for why this structure and for its measurements.
 //
 // A rule's box is, per field, the hull of the key set derived in
 // classify_rule.go, outside of which evaluating the rule fails without
@@ -183,11 +184,23 @@ func (cl *classifier) lookup(c *matchers.Context, src, dst uint32, rows *rowSet)
 	for j, f := range cl.boxFields {
 		rows.keys[j] = keys[f&15]
 	}
-	// A classifier has two trees or maxTrees (an empty leaf stands in
-	// for a missing one), so that the walks are unrolled.
+	// A classifier has one tree, two or maxTrees (an empty leaf stands
+	// in for a missing one), so that the walks are unrolled.
 	nodes := cl.nodes
 	var at [maxTrees]uint32
-	if len(cl.roots) == 2 {
+	switch len(cl.roots) {
+	case 1:
+		a0 := cl.roots[0]
+		for range cl.depth {
+			n0 := &nodes[a0]
+			m0 := n0.meta
+			x0 := (uint64(n0.cut[0]) - uint64(keys[m0&15]) - 1) >> 63
+			l0 := (uint64(n0.cut[1]) - uint64(keys[m0>>4&15]) - 1) >> 63
+			r0 := (uint64(n0.cut[2]) - uint64(keys[m0>>8&15]) - 1) >> 63
+			a0 = m0>>12 + uint32(x0<<1|(l0^(l0^r0)&-x0))
+		}
+		at[0] = a0
+	case 2:
 		a0, a1 := cl.roots[0], cl.roots[1]
 		for range cl.depth {
 			n0 := &nodes[a0]
@@ -204,7 +217,7 @@ func (cl *classifier) lookup(c *matchers.Context, src, dst uint32, rows *rowSet)
 			a1 = m1>>12 + uint32(x1<<1|(l1^(l1^r1)&-x1))
 		}
 		at[0], at[1] = a0, a1
-	} else {
+	default:
 		a0, a1, a2, a3 := cl.roots[0], cl.roots[1], cl.roots[2], cl.roots[3]
 		for range cl.depth {
 			n0 := &nodes[a0]
@@ -427,10 +440,11 @@ func buildClassifier(cons []ruleCons) *classifier {
 			j++
 		}
 	}
-	parts := b.partition(root)
 	b.maxDepth = bits.Len(uint(len(root)/leafRules)) + extraDepth
-	// Pad to two trees or four: the walks are unrolled for those.
-	for len(parts) != 2 && len(parts) < maxTrees {
+	parts := b.partition(root)
+	// The walks are unrolled for one tree, two and four: no tree walks
+	// as one empty leaf, three trees as four.
+	if len(parts) == 0 || len(parts) == 3 {
 		parts = append(parts, nil)
 	}
 	var binRoots []uint32
