@@ -90,7 +90,8 @@ func (t *Table) TrackBatch(views []*packet.View, now time.Time, results []Result
 // stage1 parses and hashes a packet and prefetches its home index slot.
 func (t *Table) stage1(b *batchPkt, r *Result, v *packet.View) {
 	r.Info, r.Dir, r.Reason, r.Drop, r.Ref = CtInvalid, DirOriginal, ReasonNone, false, Ref{}
-	b.p = pkt{}
+	// No b.p = pkt{}: parse sets every field the trackers read (zeroing
+	// the 144 bytes per packet cost more than the stores it saves).
 	if reason := b.p.parse(v, t.cfg.Checksum); reason != ReasonNone {
 		t.invalid(r, reason, uint32(v.IPv4.ID))
 		b.kind = batchDone
@@ -127,12 +128,20 @@ func (b *batchPkt) stage2() {
 			return
 		}
 		if c.hash() == tag {
-			if f, tc := b.s.peek(c.idx() - 1); f != 0 {
-				if b.p.tuple.Proto != protoTCP {
-					tc = f
-				}
-				prefetchEntry(f, tc)
+			// b.s.peek(c.idx() - 1), spelled out (too large to inline).
+			tab := b.s.chunkTab.Load()
+			idx := c.idx() - 1
+			if tab == nil || idx/chunkSize >= uint32(len(*tab)) {
+				return
 			}
+			// Addresses only: no load from the chunk itself (see
+			// shard.flow).
+			a := uintptr(unsafe.Pointer((*tab)[idx/chunkSize]))
+			f, tc := a+flowOffset(idx%chunkSize), a+tcpOffset(idx%chunkSize)
+			if b.p.tuple.Proto != protoTCP {
+				tc = f
+			}
+			prefetchEntry(f, tc)
 			return
 		}
 		pos = (pos + 1) & mask
@@ -143,9 +152,12 @@ func (b *batchPkt) stage2() {
 func (t *Table) stage3(b *batchPkt, r *Result, now int64) {
 	switch b.kind {
 	case batchTrack:
-		b.s.lock()
-		t.resolve(r, b.s, b.si, b.h, &b.p, now)
-		b.s.mu.Unlock()
+		s := b.s
+		if !s.mu.TryLock() { // s.lock, inlined
+			s.lockSlow()
+		}
+		t.resolve(r, s, b.si, b.h, &b.p, now)
+		s.mu.Unlock()
 	case batchRelated:
 		t.related(r, &b.p, now)
 	}
@@ -159,10 +171,14 @@ func (t *Table) stage3(b *batchPkt, r *Result, now int64) {
 // does not reach it.
 func (s *shard) peek(idx uint32) (f, tc uintptr) {
 	tab := s.chunkTab.Load()
-	if tab == nil || int(idx/chunkSize) >= len(*tab) {
+	if tab == nil {
 		return 0, 0
 	}
-	j := idx % chunkSize
-	g := &(*tab)[idx/chunkSize].groups[j/2]
-	return uintptr(unsafe.Pointer(&g.flows[j%2])), uintptr(unsafe.Pointer(&g.tcp[j%2]))
+	// Addresses only: no load from the chunk itself (see shard.flow).
+	if c := idx / chunkSize; c < uint32(len(*tab)) {
+		a := uintptr(unsafe.Pointer((*tab)[c]))
+		j := idx % chunkSize
+		return a + flowOffset(j), a + tcpOffset(j)
+	}
+	return 0, 0
 }

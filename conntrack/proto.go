@@ -33,8 +33,10 @@ func icmpIsError(typ uint8) bool {
 
 const icmpMaxType = 18
 
-// parse fills p from v. A non-zero result means the packet cannot even be
-// looked up (no tuple) and is INVALID.
+// parse fills p from v, overwriting what p held before (TrackBatch reuses
+// its pkts without clearing them): every field the trackers read is set
+// (those of tcp only for TCP). A non-zero result means the packet cannot
+// even be looked up (no tuple) and is INVALID.
 func (p *pkt) parse(v *packet.View, checksum bool) Reason {
 	if v.Family != 4 || (v.Class != packet.ClassOK && v.Class != packet.ClassTruncated) ||
 		len(v.Network) < 20 {
@@ -50,6 +52,7 @@ func (p *pkt) parse(v *packet.View, checksum bool) Reason {
 	p.l4 = v.Network[hl:]
 	p.l4len = v.Len - hl
 	p.ipLen = v.Len
+	p.reason, p.icmpErr = ReasonNone, false
 	full := len(v.Network) == v.Len
 	t := &p.tuple
 	// The IPv4-mapped form, straight from the header (v.Src and v.Dst are
@@ -62,9 +65,12 @@ func (p *pkt) parse(v *packet.View, checksum bool) Reason {
 	// for them to drain: BenchmarkTrackBatch measured that stall as a
 	// tenth of an in-cache packet's cost.)
 	n := v.Network
+	binary.LittleEndian.PutUint64(t.Src[0:8], 0)
+	binary.LittleEndian.PutUint64(t.Dst[0:8], 0)
 	binary.LittleEndian.PutUint64(t.Src[8:16], uint64(binary.LittleEndian.Uint32(n[12:16]))<<32|0xffff0000)
 	binary.LittleEndian.PutUint64(t.Dst[8:16], uint64(binary.LittleEndian.Uint32(n[16:20]))<<32|0xffff0000)
 	t.Proto, t.Family = v.Proto, 4
+	t.SrcPort, t.DstPort = 0, 0 // other protocols have none
 
 	switch v.Proto {
 	case protoTCP:

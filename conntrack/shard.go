@@ -91,11 +91,17 @@ const packetSpins = 20000
 
 // lock takes s.mu on the packet path: as s.mu.Lock, but retrying a while
 // before sleeping (see packetSpins). Uncontended it is one TryLock, the
-// same compare-and-swap as Lock's fast path.
+// same compare-and-swap as Lock's fast path. (The per-packet paths, track
+// and stage3, spell out `if !s.mu.TryLock() { s.lockSlow() }` to save
+// the call.)
 func (s *shard) lock() {
-	if s.mu.TryLock() {
-		return
+	if !s.mu.TryLock() {
+		s.lockSlow()
 	}
+}
+
+// lockSlow is lock once a TryLock failed.
+func (s *shard) lockSlow() {
 	for range packetSpins {
 		if s.mu.TryLock() {
 			return
@@ -105,18 +111,38 @@ func (s *shard) lock() {
 }
 
 // flow, tcp and l7 return the parts of the connection at slab index idx.
+// They compute the address from the chunk's: indexing through the *chunk
+// would make the compiler check it for nil with a load from the chunk's
+// first cache line, which is not the entry's, so every packet would wait
+// for a second cache line (a miss of its own on a large table).
 func (s *shard) flow(idx uint32) *flow {
-	j := idx % chunkSize
-	return &s.chunks[idx/chunkSize].groups[j/2].flows[j%2]
+	return (*flow)(unsafe.Add(s.chunkAt(idx), flowOffset(idx%chunkSize)))
 }
 
 func (s *shard) tcp(idx uint32) *tcpConn {
-	j := idx % chunkSize
-	return &s.chunks[idx/chunkSize].groups[j/2].tcp[j%2].tcpConn
+	return (*tcpConn)(unsafe.Add(s.chunkAt(idx), tcpOffset(idx%chunkSize)))
 }
 
 func (s *shard) l7(idx uint32) *L7 {
-	return &s.chunks[idx/chunkSize].l7[idx%chunkSize]
+	return (*L7)(unsafe.Add(s.chunkAt(idx), l7Offset+uintptr(idx%chunkSize)*unsafe.Sizeof(L7{})))
+}
+
+// chunkAt returns the chunk holding slab index idx, which must be below
+// s.used.
+func (s *shard) chunkAt(idx uint32) unsafe.Pointer {
+	return unsafe.Pointer(s.chunks[idx/chunkSize])
+}
+
+// Offsets of a connection's parts in its chunk, for the j-th connection
+// of the chunk (j < chunkSize).
+const l7Offset = unsafe.Offsetof(chunk{}.l7)
+
+func flowOffset(j uint32) uintptr {
+	return uintptr(j/2)*unsafe.Sizeof(group{}) + uintptr(j%2)*unsafe.Sizeof(flow{})
+}
+
+func tcpOffset(j uint32) uintptr {
+	return uintptr(j/2)*unsafe.Sizeof(group{}) + unsafe.Offsetof(group{}.tcp) + uintptr(j%2)*unsafe.Sizeof(tcpSlot{})
 }
 
 // load copies the connection at idx into e.

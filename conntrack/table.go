@@ -381,7 +381,9 @@ func (t *Table) track(r *Result, v *packet.View, now int64) {
 	}
 	h := t.seed.hash(&p.tuple)
 	s, si := t.shardFor(h)
-	s.lock()
+	if !s.mu.TryLock() { // s.lock, inlined
+		s.lockSlow()
+	}
 	t.resolve(r, s, si, h, &p, now)
 	s.mu.Unlock()
 }

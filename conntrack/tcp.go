@@ -118,6 +118,7 @@ func (s *tcpSeg) parse(l4 []byte, l4len int) Reason {
 	if len(l4) < 20 {
 		return ReasonTruncated
 	}
+	s.opts = nil // unless the capture holds them (the pkt may be reused)
 	s.hdrLen = int(l4[12]>>4) * 4
 	if s.hdrLen < 20 || l4len < s.hdrLen {
 		return ReasonTCPHeader

@@ -145,6 +145,11 @@ func (s *hashSeed) hash(t *Tuple) uint64 {
 	if t.Family == 4 {
 		return s.hash4(t)
 	}
+	return s.hash6(t)
+}
+
+// hash6 is hash for other tuples (IPv6, which is not tracked yet).
+func (s *hashSeed) hash6(t *Tuple) uint64 {
 	// Native-order loads: the canonical order only has to be total, not
 	// numeric.
 	aHi := binary.LittleEndian.Uint64(t.Src[0:8])
