@@ -51,30 +51,23 @@ type classifier struct {
 // that one load and three compares, which do not depend on each other,
 // take a packet down two levels.
 //
-// Field f0 = meta&15 is cut at cut[0]; below it, keys under cut[0] are
-// cut on field f1 = meta>>4&15 at cut[1], the others on f2 = meta>>8&15
-// at cut[2]; the four grandchildren are at meta>>12 + 0..3 (under both
-// cuts first). A leaf at index i has every field leafTag, whose key is
-// always 0, below its cuts, and meta>>12 == i: it is its own child. Its
-// cuts are where its rules start in leaves, after their header at
+// Field f0 = meta&15 is cut after key cut[0]; below it, keys up to
+// cut[0] are cut on field f1 = meta>>4&15 after cut[1], the others on
+// f2 = meta>>8&15 after cut[2]; the four grandchildren are at meta>>12 +
+// 0..3 (at or under both cuts first). (Storing the last key of the lower
+// side rather than the first of the upper saves an instruction a
+// compare.) A leaf at index i has every field leafTag, whose key is
+// always 0, not past its cuts, and meta>>12 == i: it is its own child.
+// Its cuts are where its rules start in leaves, after their header at
 // leaves[cut-1].
 type treeNode struct {
 	cut  [3]uint32
 	meta uint32
 }
 
-// step returns the grandchild of node n for keys.
-func (n *treeNode) step(keys *keyArray) uint32 {
-	m := n.meta
-	// cut-1-key is negative exactly when key >= cut.
-	b0 := (uint64(n.cut[0]) - uint64(keys[m&15]) - 1) >> 63
-	bl := (uint64(n.cut[1]) - uint64(keys[m>>4&15]) - 1) >> 63
-	br := (uint64(n.cut[2]) - uint64(keys[m>>8&15]) - 1) >> 63
-	b1 := bl ^ (bl^br)&-b0
-	return m>>12 + uint32(b0<<1|b1)
-}
-
 // maxNodes bounds a classifier's nodes: meta holds 20 bits of index.
+// The binary trees are held to maxNodes/2 - maxTrees nodes: pairing makes
+// at most four treeNodes per inner binary node, plus the roots.
 const maxNodes = 1 << 20
 
 // A binNode is a node of the binary tree built before it is paired into
@@ -185,7 +178,11 @@ func (cl *classifier) lookup(c *matchers.Context, src, dst uint32, rows *rowSet)
 		rows.keys[j] = keys[f&15]
 	}
 	// A classifier has one tree, two or maxTrees (an empty leaf stands
-	// in for a missing one), so that the walks are unrolled.
+	// in for a missing one), so that the walks are unrolled (the
+	// compiler inlines no function of a step's size). A step: x is
+	// whether the key of f0 is past cut[0], l and r the same below on
+	// either side (cut - key is negative exactly when key > cut), and
+	// the grandchild is base + 2x + (x ? r : l), selected by masking.
 	nodes := cl.nodes
 	var at [maxTrees]uint32
 	switch len(cl.roots) {
@@ -194,9 +191,9 @@ func (cl *classifier) lookup(c *matchers.Context, src, dst uint32, rows *rowSet)
 		for range cl.depth {
 			n0 := &nodes[a0]
 			m0 := n0.meta
-			x0 := (uint64(n0.cut[0]) - uint64(keys[m0&15]) - 1) >> 63
-			l0 := (uint64(n0.cut[1]) - uint64(keys[m0>>4&15]) - 1) >> 63
-			r0 := (uint64(n0.cut[2]) - uint64(keys[m0>>8&15]) - 1) >> 63
+			x0 := (uint64(n0.cut[0]) - uint64(keys[m0&15])) >> 63
+			l0 := (uint64(n0.cut[1]) - uint64(keys[m0>>4&15])) >> 63
+			r0 := (uint64(n0.cut[2]) - uint64(keys[m0>>8&15])) >> 63
 			a0 = m0>>12 + uint32(x0<<1|(l0^(l0^r0)&-x0))
 		}
 		at[0] = a0
@@ -205,15 +202,15 @@ func (cl *classifier) lookup(c *matchers.Context, src, dst uint32, rows *rowSet)
 		for range cl.depth {
 			n0 := &nodes[a0]
 			m0 := n0.meta
-			x0 := (uint64(n0.cut[0]) - uint64(keys[m0&15]) - 1) >> 63
-			l0 := (uint64(n0.cut[1]) - uint64(keys[m0>>4&15]) - 1) >> 63
-			r0 := (uint64(n0.cut[2]) - uint64(keys[m0>>8&15]) - 1) >> 63
+			x0 := (uint64(n0.cut[0]) - uint64(keys[m0&15])) >> 63
+			l0 := (uint64(n0.cut[1]) - uint64(keys[m0>>4&15])) >> 63
+			r0 := (uint64(n0.cut[2]) - uint64(keys[m0>>8&15])) >> 63
 			a0 = m0>>12 + uint32(x0<<1|(l0^(l0^r0)&-x0))
 			n1 := &nodes[a1]
 			m1 := n1.meta
-			x1 := (uint64(n1.cut[0]) - uint64(keys[m1&15]) - 1) >> 63
-			l1 := (uint64(n1.cut[1]) - uint64(keys[m1>>4&15]) - 1) >> 63
-			r1 := (uint64(n1.cut[2]) - uint64(keys[m1>>8&15]) - 1) >> 63
+			x1 := (uint64(n1.cut[0]) - uint64(keys[m1&15])) >> 63
+			l1 := (uint64(n1.cut[1]) - uint64(keys[m1>>4&15])) >> 63
+			r1 := (uint64(n1.cut[2]) - uint64(keys[m1>>8&15])) >> 63
 			a1 = m1>>12 + uint32(x1<<1|(l1^(l1^r1)&-x1))
 		}
 		at[0], at[1] = a0, a1
@@ -222,27 +219,27 @@ func (cl *classifier) lookup(c *matchers.Context, src, dst uint32, rows *rowSet)
 		for range cl.depth {
 			n0 := &nodes[a0]
 			m0 := n0.meta
-			x0 := (uint64(n0.cut[0]) - uint64(keys[m0&15]) - 1) >> 63
-			l0 := (uint64(n0.cut[1]) - uint64(keys[m0>>4&15]) - 1) >> 63
-			r0 := (uint64(n0.cut[2]) - uint64(keys[m0>>8&15]) - 1) >> 63
+			x0 := (uint64(n0.cut[0]) - uint64(keys[m0&15])) >> 63
+			l0 := (uint64(n0.cut[1]) - uint64(keys[m0>>4&15])) >> 63
+			r0 := (uint64(n0.cut[2]) - uint64(keys[m0>>8&15])) >> 63
 			a0 = m0>>12 + uint32(x0<<1|(l0^(l0^r0)&-x0))
 			n1 := &nodes[a1]
 			m1 := n1.meta
-			x1 := (uint64(n1.cut[0]) - uint64(keys[m1&15]) - 1) >> 63
-			l1 := (uint64(n1.cut[1]) - uint64(keys[m1>>4&15]) - 1) >> 63
-			r1 := (uint64(n1.cut[2]) - uint64(keys[m1>>8&15]) - 1) >> 63
+			x1 := (uint64(n1.cut[0]) - uint64(keys[m1&15])) >> 63
+			l1 := (uint64(n1.cut[1]) - uint64(keys[m1>>4&15])) >> 63
+			r1 := (uint64(n1.cut[2]) - uint64(keys[m1>>8&15])) >> 63
 			a1 = m1>>12 + uint32(x1<<1|(l1^(l1^r1)&-x1))
 			n2 := &nodes[a2]
 			m2 := n2.meta
-			x2 := (uint64(n2.cut[0]) - uint64(keys[m2&15]) - 1) >> 63
-			l2 := (uint64(n2.cut[1]) - uint64(keys[m2>>4&15]) - 1) >> 63
-			r2 := (uint64(n2.cut[2]) - uint64(keys[m2>>8&15]) - 1) >> 63
+			x2 := (uint64(n2.cut[0]) - uint64(keys[m2&15])) >> 63
+			l2 := (uint64(n2.cut[1]) - uint64(keys[m2>>4&15])) >> 63
+			r2 := (uint64(n2.cut[2]) - uint64(keys[m2>>8&15])) >> 63
 			a2 = m2>>12 + uint32(x2<<1|(l2^(l2^r2)&-x2))
 			n3 := &nodes[a3]
 			m3 := n3.meta
-			x3 := (uint64(n3.cut[0]) - uint64(keys[m3&15]) - 1) >> 63
-			l3 := (uint64(n3.cut[1]) - uint64(keys[m3>>4&15]) - 1) >> 63
-			r3 := (uint64(n3.cut[2]) - uint64(keys[m3>>8&15]) - 1) >> 63
+			x3 := (uint64(n3.cut[0]) - uint64(keys[m3&15])) >> 63
+			l3 := (uint64(n3.cut[1]) - uint64(keys[m3>>4&15])) >> 63
+			r3 := (uint64(n3.cut[2]) - uint64(keys[m3>>8&15])) >> 63
 			a3 = m3>>12 + uint32(x3<<1|(l3^(l3^r3)&-x3))
 		}
 		at = [maxTrees]uint32{a0, a1, a2, a3}
@@ -498,7 +495,7 @@ func (b *treeBuilder) build(root []int32) {
 		queue[0] = treeTask{}
 		queue = queue[1:]
 		if len(t.rules) > leafRules && t.depth < b.maxDepth {
-			if f, cut, nl, nr, ok := b.bestCut(t.rules, &t.region); ok && load+nl+nr+1-len(t.rules) <= budget && len(b.bin)+2 <= maxNodes/2 {
+			if f, cut, nl, nr, ok := b.bestCut(t.rules, &t.region); ok && load+nl+nr+1-len(t.rules) <= budget && len(b.bin)+2 <= maxNodes/2-maxTrees {
 				load += nl + nr + 1 - len(t.rules)
 				left := make([]int32, 0, nl)
 				right := make([]int32, 0, nr)
@@ -565,18 +562,17 @@ func (b *treeBuilder) pair(roots []uint32) {
 		base := uint32(len(cl.nodes))
 		cl.nodes = append(cl.nodes, treeNode{}, treeNode{}, treeNode{}, treeNode{})
 		n := treeNode{meta: base<<12 | p.link&15}
-		n.cut[0] = p.cut
+		n.cut[0] = p.cut - 1
 		for side := range 2 {
 			c := b.bin[p.link>>4+uint32(side)]
 			slot := base + uint32(2*side)
 			if c.link&15 == leafTag {
 				n.meta |= leafTag << (4 + 4*side)
-				n.cut[1+side] = 1
 				queue = append(queue, job{p.link>>4 + uint32(side), slot}, job{p.link>>4 + uint32(side), slot + 1})
 				continue
 			}
 			n.meta |= (c.link & 15) << (4 + 4*side)
-			n.cut[1+side] = c.cut
+			n.cut[1+side] = c.cut - 1
 			queue = append(queue, job{c.link >> 4, slot}, job{c.link>>4 + 1, slot + 1})
 		}
 		cl.nodes[j.node] = n
