@@ -26,6 +26,10 @@ type batchPkt struct {
 	kind uint8
 	// slots is the index array stage 1 saw (nil if none).
 	slots *[]slot
+	// hint is the index cell whose stored hash matched in stage 2 (0 if
+	// none) and hintPos its position: stage 3 tries it before probing.
+	hint    slot
+	hintPos int
 }
 
 // What stage 3 must do with a packet.
@@ -50,8 +54,10 @@ const (
 // entries they name; (3) take each packet's shard lock in turn and do the
 // real work, on data that is mostly in cache by then. So the cache misses
 // of many packets are in flight at once. Stages 1 and 2 take no lock and
-// change nothing: what they read is a hint, and stage 3 looks everything
-// up again under the lock, in order.
+// change nothing: what they read is a hint. Stage 3, under the lock and in
+// order, checks that the index cell stage 2 found still names an entry
+// matching the packet (then it is the packet's connection, see resolve)
+// and otherwise looks the packet up again.
 //
 // As with TrackInto one packet at a time, a packet that starts a
 // connection gets an unconfirmed entry that a later packet of the same
@@ -102,7 +108,7 @@ func (t *Table) stage1(b *batchPkt, r *Result, v *packet.View) {
 		return
 	}
 	b.kind = batchTrack
-	b.h = t.seed.hash(&b.p.tuple)
+	b.h = t.seed.hash4(&b.p.tuple) // parse makes IPv4 tuples only
 	b.s, b.si = t.shardFor(b.h)
 	b.slots = b.s.index.Load()
 	if b.slots != nil {
@@ -115,6 +121,7 @@ func (t *Table) stage1(b *batchPkt, r *Result, v *packet.View) {
 // held) and prefetches the cache lines of the first entry whose stored
 // hash matches: the flow's two, and the TCP slot's for a TCP packet.
 func (b *batchPkt) stage2() {
+	b.hint = 0
 	if b.kind != batchTrack || b.slots == nil {
 		return
 	}
@@ -128,6 +135,7 @@ func (b *batchPkt) stage2() {
 			return
 		}
 		if c.hash() == tag {
+			b.hint, b.hintPos = c, pos
 			// b.s.peek(c.idx() - 1), spelled out (too large to inline).
 			tab := b.s.chunkTab.Load()
 			idx := c.idx() - 1
@@ -156,7 +164,7 @@ func (t *Table) stage3(b *batchPkt, r *Result, now int64) {
 		if !s.mu.TryLock() { // s.lock, inlined
 			s.lockSlow()
 		}
-		t.resolve(r, s, b.si, b.h, &b.p, now)
+		t.resolve(r, s, b.si, b.h, &b.p, now, b.hint, b.hintPos)
 		s.mu.Unlock()
 	case batchRelated:
 		t.related(r, &b.p, now)

@@ -379,12 +379,12 @@ func (t *Table) track(r *Result, v *packet.View, now int64) {
 		t.related(r, &p, now)
 		return
 	}
-	h := t.seed.hash(&p.tuple)
+	h := t.seed.hash4(&p.tuple) // parse makes IPv4 tuples only
 	s, si := t.shardFor(h)
 	if !s.mu.TryLock() { // s.lock, inlined
 		s.lockSlow()
 	}
-	t.resolve(r, s, si, h, &p, now)
+	t.resolve(r, s, si, h, &p, now, 0, 0)
 	s.mu.Unlock()
 }
 
@@ -402,29 +402,72 @@ func (t *Table) find(s *shard, h uint64, tu *Tuple, now int64) (idx uint32, dir 
 		return 0, 0, false
 	}
 	if s.flow(idx).expires <= now {
-		s.removeAt(pos)
-		s.release(idx)
-		t.count.Add(-1)
-		s.n.expired++
+		t.reap(s, pos, idx)
 		return 0, 0, false
 	}
 	s.n.found++
 	return idx, dir, true
 }
 
+// reap removes the expired entry idx, indexed at pos.
+func (t *Table) reap(s *shard, pos int, idx uint32) {
+	s.removeAt(pos)
+	s.release(idx)
+	t.count.Add(-1)
+	s.n.expired++
+}
+
 // resolve runs under s.mu: lookup, the protocol handler, or creation.
-func (t *Table) resolve(r *Result, s *shard, si uint32, h uint64, p *pkt, now int64) {
+//
+// It is the per-packet path: find, handle's UDP case and load are spelled
+// out in it, as calls cost a few percent of a packet each.
+//
+// hint, if not 0, is an index cell that TrackBatch's stage 2 read at
+// hintPos without the lock, whose stored hash matched. If the cell still
+// holds it and its entry matches the packet, that entry is the one lookup
+// would find, and resolve skips the probe: no two entries in the index
+// match one tuple (confirm refuses a connection that one of its tuples
+// already names), so the first match in probe order is the only one.
+func (t *Table) resolve(r *Result, s *shard, si uint32, h uint64, p *pkt, now int64, hint slot, hintPos int) {
 	for {
-		idx, dir, ok := t.find(s, h, &p.tuple, now)
+		// t.find(s, h, &p.tuple, now)
+		s.n.searched++
+		var pos int
+		var idx uint32
+		var dir Dir
+		ok := false
+		if hint != 0 && hintPos < len(s.slots) && s.slots[hintPos] == hint {
+			pos, idx = hintPos, hint.idx()-1
+			if o := &s.flow(idx).orig; o.equal(&p.tuple) {
+				dir, ok = DirOriginal, true
+			} else if p.tuple.isInverseOf(o) {
+				dir, ok = DirReply, true
+			}
+		}
+		hint = 0
+		if !ok {
+			pos, idx, dir, ok = s.lookup(h, &p.tuple)
+		}
 		if !ok {
 			break
 		}
 		e := s.flow(idx)
+		if e.expires <= now {
+			t.reap(s, pos, idx)
+			break
+		}
+		s.n.found++
 		info := CtNew
 		if dir == DirReply || e.status&StatusSeenReply != 0 {
 			info = CtEstablished
 		}
-		v, reason := t.handle(s, idx, e, dir, p, now, true)
+		// t.handle; the tuple matched, so e's protocol is p's.
+		v, reason := vAccept, ReasonNone
+		if p.tuple.Proto == protoUDP && p.reason == ReasonNone {
+			t.udpPacket(e, dir, p, now)
+		} else {
+			v, reason = t.handle(s, idx, e, dir, p, now, true)
+		}
 		switch v {
 		case vInvalid:
 			r.Info, r.Reason = CtInvalid, reason
@@ -441,7 +484,16 @@ func (t *Table) resolve(r *Result, s *shard, si uint32, h uint64, p *pkt, now in
 			e.status |= StatusSeenReply
 		}
 		r.Info, r.Dir = info, dir
-		s.load(idx, &r.Entry)
+		// s.load(idx, &r.Entry)
+		en := &r.Entry
+		en.flow = *e
+		en.l7, en.tcpState = L7{}, TCPNone
+		if e.status&statusL7 != 0 {
+			en.l7 = *s.l7(idx)
+		}
+		if p.tuple.Proto == protoTCP {
+			en.tcpState = s.tcp(idx).state
+		}
 		r.Ref = Ref{t: t, shard: si, idx: idx, gen: e.gen}
 		if v == vKill {
 			r.Entry.status |= StatusDying
