@@ -77,100 +77,111 @@ func (t *Table) TrackBatch(views []*packet.View, now time.Time, results []Result
 		return
 	}
 	ns := now.UnixNano()
-	var sc [batchChunk]batchPkt
+	var scratch [batchChunk]batchPkt
 	for base := 0; base < n; base += batchChunk {
 		m := min(batchChunk, n-base)
-		vs, rs := views[base:base+m], results[base:base+m]
-		for i, v := range vs {
-			t.stage1(&sc[i], &rs[i], v)
+		sc := scratch[:m]
+		t.stage1(sc, views[base:base+m], results[base:base+m])
+		stage2(sc)
+		t.stage3(sc, results[base:base+m], ns)
+	}
+}
+
+// The stages loop over the chunk themselves: a call per packet and stage
+// cost a few percent of a packet.
+
+// stage1 parses and hashes each packet and prefetches its home index slot.
+func (t *Table) stage1(sc []batchPkt, views []*packet.View, results []Result) {
+	views, results = views[:len(sc)], results[:len(sc)]
+	for i := range sc {
+		b, r, v := &sc[i], &results[i], views[i]
+		r.Info, r.Dir, r.Reason, r.Drop, r.Ref = CtInvalid, DirOriginal, ReasonNone, false, Ref{}
+		b.hint = 0
+		// No b.p = pkt{}: parse sets every field the trackers read
+		// (zeroing the 144 bytes per packet cost more than the stores
+		// it saves).
+		if reason := b.p.parse(v, t.cfg.Checksum); reason != ReasonNone {
+			t.invalid(r, reason, uint32(v.IPv4.ID))
+			b.kind = batchDone
+			continue
 		}
-		for i := range m {
-			sc[i].stage2()
+		if b.p.icmpErr {
+			b.kind = batchRelated
+			continue
 		}
-		for i := range rs {
-			t.stage3(&sc[i], &rs[i], ns)
+		b.kind = batchTrack
+		b.h = t.seed.hash4(&b.p.tuple) // parse makes IPv4 tuples only
+		b.s, b.si = t.shardFor(b.h)
+		b.slots = b.s.index.Load()
+		if b.slots != nil {
+			sl := *b.slots
+			prefetch(uintptr(unsafe.Pointer(&sl[int(uint32(b.h))&(len(sl)-1)])))
 		}
 	}
 }
 
-// stage1 parses and hashes a packet and prefetches its home index slot.
-func (t *Table) stage1(b *batchPkt, r *Result, v *packet.View) {
-	r.Info, r.Dir, r.Reason, r.Drop, r.Ref = CtInvalid, DirOriginal, ReasonNone, false, Ref{}
-	// No b.p = pkt{}: parse sets every field the trackers read (zeroing
-	// the 144 bytes per packet cost more than the stores it saves).
-	if reason := b.p.parse(v, t.cfg.Checksum); reason != ReasonNone {
-		t.invalid(r, reason, uint32(v.IPv4.ID))
-		b.kind = batchDone
-		return
-	}
-	if b.p.icmpErr {
-		b.kind = batchRelated
-		return
-	}
-	b.kind = batchTrack
-	b.h = t.seed.hash4(&b.p.tuple) // parse makes IPv4 tuples only
-	b.s, b.si = t.shardFor(b.h)
-	b.slots = b.s.index.Load()
-	if b.slots != nil {
+// stage2 reads each packet's probe run in the index (atomically: no lock
+// is held) and prefetches the cache lines of the first entry whose stored
+// hash matches: the flow's two, and the TCP slot's for a TCP packet. It
+// notes that cell as the packet's hint for stage 3.
+func stage2(sc []batchPkt) {
+	for i := range sc {
+		b := &sc[i]
+		if b.kind != batchTrack || b.slots == nil {
+			continue
+		}
 		sl := *b.slots
-		prefetch(uintptr(unsafe.Pointer(&sl[int(uint32(b.h))&(len(sl)-1)])))
+		mask := len(sl) - 1
+		tag := uint32(b.h)
+		pos := int(tag) & mask
+		for range 8 {
+			c := slot(atomic.LoadUint64((*uint64)(&sl[pos])))
+			if c == 0 {
+				break
+			}
+			if c.hash() == tag {
+				b.hint, b.hintPos = c, pos
+				// b.s.peek(c.idx() - 1), spelled out.
+				tab := b.s.chunkTab.Load()
+				idx := c.idx() - 1
+				if tab == nil || idx/chunkSize >= uint32(len(*tab)) {
+					break
+				}
+				// Addresses only: no load from the chunk itself (see
+				// shard.flow).
+				a := uintptr(unsafe.Pointer((*tab)[idx/chunkSize]))
+				f, tc := a+flowOffset(idx%chunkSize), a+tcpOffset(idx%chunkSize)
+				if b.p.tuple.Proto != protoTCP {
+					tc = f
+				}
+				prefetchEntry(f, tc)
+				break
+			}
+			pos = (pos + 1) & mask
+		}
 	}
 }
 
-// stage2 reads the packet's probe run in the index (atomically: no lock is
-// held) and prefetches the cache lines of the first entry whose stored
-// hash matches: the flow's two, and the TCP slot's for a TCP packet.
-func (b *batchPkt) stage2() {
-	b.hint = 0
-	if b.kind != batchTrack || b.slots == nil {
-		return
-	}
-	sl := *b.slots
-	mask := len(sl) - 1
-	tag := uint32(b.h)
-	pos := int(tag) & mask
-	for range 8 {
-		c := slot(atomic.LoadUint64((*uint64)(&sl[pos])))
-		if c == 0 {
-			return
-		}
-		if c.hash() == tag {
-			b.hint, b.hintPos = c, pos
-			// b.s.peek(c.idx() - 1), spelled out (too large to inline).
-			tab := b.s.chunkTab.Load()
-			idx := c.idx() - 1
-			if tab == nil || idx/chunkSize >= uint32(len(*tab)) {
-				return
+// stage3 is the real work, under the shard locks, packet by packet in
+// order.
+func (t *Table) stage3(sc []batchPkt, results []Result, now int64) {
+	results = results[:len(sc)]
+	for i := range sc {
+		b, r := &sc[i], &results[i]
+		switch b.kind {
+		case batchTrack:
+			s := b.s
+			if !s.mu.TryLock() { // s.lock, inlined
+				s.lockSlow()
 			}
-			// Addresses only: no load from the chunk itself (see
-			// shard.flow).
-			a := uintptr(unsafe.Pointer((*tab)[idx/chunkSize]))
-			f, tc := a+flowOffset(idx%chunkSize), a+tcpOffset(idx%chunkSize)
-			if b.p.tuple.Proto != protoTCP {
-				tc = f
-			}
-			prefetchEntry(f, tc)
-			return
+			t.resolve(r, s, b.si, b.h, &b.p, now, b.hint, b.hintPos)
+			s.mu.Unlock()
+		case batchRelated:
+			t.related(r, &b.p, now)
 		}
-		pos = (pos + 1) & mask
-	}
-}
-
-// stage3 is the real work, under the shard lock.
-func (t *Table) stage3(b *batchPkt, r *Result, now int64) {
-	switch b.kind {
-	case batchTrack:
-		s := b.s
-		if !s.mu.TryLock() { // s.lock, inlined
-			s.lockSlow()
+		if r.Ref.t == nil {
+			r.Entry = Entry{}
 		}
-		t.resolve(r, s, b.si, b.h, &b.p, now, b.hint, b.hintPos)
-		s.mu.Unlock()
-	case batchRelated:
-		t.related(r, &b.p, now)
-	}
-	if r.Ref.t == nil {
-		r.Entry = Entry{}
 	}
 }
 

@@ -486,7 +486,7 @@ func (t *Table) resolve(r *Result, s *shard, si uint32, h uint64, p *pkt, now in
 		r.Info, r.Dir = info, dir
 		// s.load(idx, &r.Entry)
 		en := &r.Entry
-		en.flow = *e
+		copyFlow(&en.flow, e)
 		en.l7, en.tcpState = L7{}, TCPNone
 		if e.status&statusL7 != 0 {
 			en.l7 = *s.l7(idx)
