@@ -150,11 +150,12 @@ func stage2(sc []batchPkt) {
 				// Addresses only: no load from the chunk itself (see
 				// shard.flow).
 				a := uintptr(unsafe.Pointer((*tab)[idx/chunkSize]))
-				f, tc := a+flowOffset(idx%chunkSize), a+tcpOffset(idx%chunkSize)
-				if b.p.tuple.Proto != protoTCP {
-					tc = f
+				f := a + flowOffset(idx%chunkSize)
+				if b.p.tuple.Proto == protoTCP {
+					prefetchEntry(f, a+tcpOffset(idx%chunkSize))
+				} else {
+					prefetchFlow(f)
 				}
-				prefetchEntry(f, tc)
 				break
 			}
 			pos = (pos + 1) & mask

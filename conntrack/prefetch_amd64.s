@@ -6,6 +6,13 @@ TEXT ·prefetch(SB), NOSPLIT|NOFRAME, $0-8
 	PREFETCHT0 (AX)
 	RET
 
+// func prefetchFlow(flow uintptr)
+TEXT ·prefetchFlow(SB), NOSPLIT|NOFRAME, $0-8
+	MOVQ flow+0(FP), AX
+	PREFETCHT0 (AX)
+	PREFETCHT0 64(AX)
+	RET
+
 // func prefetchEntry(flow, tcp uintptr)
 TEXT ·prefetchEntry(SB), NOSPLIT|NOFRAME, $0-16
 	MOVQ flow+0(FP), AX

@@ -6,6 +6,13 @@ TEXT ·prefetch(SB), NOSPLIT|NOFRAME, $0-8
 	PRFM (R0), PLDL1KEEP
 	RET
 
+// func prefetchFlow(flow uintptr)
+TEXT ·prefetchFlow(SB), NOSPLIT|NOFRAME, $0-8
+	MOVD flow+0(FP), R0
+	PRFM (R0), PLDL1KEEP
+	PRFM 64(R0), PLDL1KEEP
+	RET
+
 // func prefetchEntry(flow, tcp uintptr)
 TEXT ·prefetchEntry(SB), NOSPLIT|NOFRAME, $0-16
 	MOVD flow+0(FP), R0

@@ -11,9 +11,14 @@ package conntrack
 //go:noescape
 func prefetch(addr uintptr)
 
+// prefetchFlow prefetches the two cache lines of the flow at addr flow.
+//
+//go:noescape
+func prefetchFlow(flow uintptr)
+
 // prefetchEntry prefetches the two cache lines of the flow at addr flow
-// and the line at tcp (pass flow again when there is no TCP slot to load):
-// one call instead of three.
+// and the line at tcp, a TCP connection's tracker slot: one call instead
+// of three.
 //
 //go:noescape
 func prefetchEntry(flow, tcp uintptr)

@@ -190,18 +190,9 @@ func internetChecksum(initial uint32, b []byte) uint16 {
 // makes it a stream (ASSURED, 120 s). UDP-Lite assures at the first packet
 // after a reply.
 func (t *Table) udpPacket(e *flow, dir Dir, p *pkt, now int64) {
-	if e.status&StatusSeenReply == 0 {
-		t.refresh(e, dir, p, now, t.timeouts[toUDP])
-		return
-	}
-	if e.orig.Proto == protoUDPLite {
-		t.refresh(e, dir, p, now, t.timeouts[toUDPStream])
-		e.status |= StatusAssured
-		return
-	}
 	timeout, stream := t.timeouts[toUDP], false
-	if now > e.created+udpStreamAfter {
-		timeout, stream = t.timeouts[toUDPStream], e.status&StatusAssured == 0
+	if e.status&StatusSeenReply != 0 && (e.orig.Proto == protoUDPLite || now > e.created+udpStreamAfter) {
+		timeout, stream = t.timeouts[toUDPStream], true
 	}
 	t.refresh(e, dir, p, now, timeout)
 	if stream {

@@ -436,7 +436,7 @@ func (t *Table) resolve(r *Result, s *shard, si uint32, h uint64, p *pkt, now in
 		var idx uint32
 		var dir Dir
 		ok := false
-		if hint != 0 && hintPos < len(s.slots) && s.slots[hintPos] == hint {
+		if hint != 0 && uint(hintPos) < uint(len(s.slots)) && s.slots[hintPos] == hint {
 			pos, idx = hintPos, hint.idx()-1
 			if o := &s.flow(idx).orig; o.equal(&p.tuple) {
 				dir, ok = DirOriginal, true
