@@ -45,6 +45,18 @@ type classifier struct {
 	// (see ifaceSets); nil when no rule constrains the field.
 	inNames, outNames []string
 	markMask          uint32
+	// hits holds, per rule whose leaf entries are exact, what evaluation
+	// needs to finish on a hit without reading the rule (which, at 10,000
+	// rules, is cold: the progRule, its matches and their objects): its
+	// verdict and counters. 16 bytes, so one cache line holds a hit.
+	hits []ruleHit
+}
+
+// A ruleHit is what an exact hit on a rule does: count the packet and
+// return the verdict.
+type ruleHit struct {
+	counters *Counters
+	verdict  matchers.Verdict
 }
 
 // A treeNode is two levels of a binary decision tree in 16 bytes, so
@@ -134,8 +146,13 @@ const boxFields = 5
 // over in the leaf, without reading the rule. Most rules are boxes in
 // those fields (a ClassBench rule is exactly one), so most candidates
 // offered are rules that match.
+//
+// ref is the rule's index times two, plus one when the entry is exact:
+// the box test alone decides that the rule matches, and evaluation may
+// finish from hits without reading the rule (see exactEntry). A leaf's
+// header entry holds the entry count in ref.
 type leafEntry struct {
-	rule  int32
+	ref   int32
 	lo, w [boxFields]uint32
 }
 
@@ -248,18 +265,20 @@ func (cl *classifier) lookup(c *matchers.Context, src, dst uint32, rows *rowSet)
 	rows.from = 0
 	for t, a := range at[:len(cl.roots)] {
 		start := int32(nodes[a].cut[0])
-		rows.at[t] = leafRange{start, start, start + leaves[start-1].rule}
+		rows.at[t] = leafRange{start, start, start + leaves[start-1].ref}
 	}
 }
 
 // first returns the index of the first candidate rule at or after from,
-// or the number of rules when there is none. Positions usually grow
-// between calls, so each tree's scan resumes where the last one stopped.
-func (cl *classifier) first(rows *rowSet, from int) int {
+// or the number of rules when there is none, and whether the candidate is
+// an exact hit: a rule that matches the packet (see leafEntry). Positions
+// usually grow between calls, so each tree's scan resumes where the last
+// one stopped.
+func (cl *classifier) first(rows *rowSet, from int) (int, bool) {
 	leaves := cl.leaves
 	restart := int32(from) < rows.from
 	rows.from = int32(from)
-	best := cl.nRules
+	best, bestRef := cl.nRules, int32(0)
 	// Most entries miss the packet in the first two box fields (the
 	// addresses, when rules constrain them): a test of those alone is
 	// cheaper and, failing far more often than not, well predicted.
@@ -272,7 +291,7 @@ func (cl *classifier) first(rows *rowSet, from int) int {
 		}
 		for ; i < at.end; i++ {
 			e := &leaves[i]
-			r := int(e.rule)
+			r := int(e.ref >> 1)
 			if r >= best {
 				break
 			}
@@ -280,18 +299,18 @@ func (cl *classifier) first(rows *rowSet, from int) int {
 				continue
 			}
 			if r >= from && e.holds(&rows.keys) {
-				best = r
+				best, bestRef = r, e.ref
 				break
 			}
 		}
 		at.pos = i
 	}
-	return best
+	return best, bestRef&1 != 0
 }
 
 // size returns the bytes the classifier holds, for CompiledBytes.
 func (cl *classifier) size() int {
-	n := int(unsafe.Sizeof(*cl)) + cap(cl.roots)*4 + cap(cl.nodes)*int(unsafe.Sizeof(treeNode{})) + cap(cl.leaves)*int(unsafe.Sizeof(leafEntry{}))
+	n := int(unsafe.Sizeof(*cl)) + cap(cl.roots)*4 + cap(cl.nodes)*int(unsafe.Sizeof(treeNode{})) + cap(cl.leaves)*int(unsafe.Sizeof(leafEntry{})) + cap(cl.hits)*int(unsafe.Sizeof(ruleHit{}))
 	for _, names := range [][]string{cl.inNames, cl.outNames} {
 		n += cap(names) * int(unsafe.Sizeof(""))
 		for _, s := range names {
@@ -349,10 +368,10 @@ const (
 	extraDepth     = 3
 )
 
-// buildClassifier builds the tree over rules with the derived constraints
-// cons, or returns nil when no rule constrains an indexable field (every
-// rule would be a candidate).
-func buildClassifier(cons []ruleCons) *classifier {
+// buildClassifier builds the tree over rules (compiled as prog) with the
+// derived constraints cons, or returns nil when no rule constrains an
+// indexable field (every rule would be a candidate).
+func buildClassifier(cons []ruleCons, prog []progRule) *classifier {
 	n := len(cons)
 	cl := &classifier{nRules: n}
 	cl.markMask = chooseMarkMask(cons)
@@ -437,6 +456,15 @@ func buildClassifier(cons []ruleCons) *classifier {
 			j++
 		}
 	}
+	b.exact = make([]bool, n)
+	for i := range cons {
+		if b.exact[i] = keep[i] && exactEntry(cons, i, &sets, &cl.boxFields); b.exact[i] {
+			if cl.hits == nil {
+				cl.hits = make([]ruleHit, n)
+			}
+			cl.hits[i] = ruleHit{counters: prog[i].counters, verdict: prog[i].verdict}
+		}
+	}
 	b.maxDepth = bits.Len(uint(len(root)/leafRules)) + extraDepth
 	parts := b.partition(root)
 	// The walks are unrolled for one tree, two and four: no tree walks
@@ -454,6 +482,31 @@ func buildClassifier(cons []ruleCons) *classifier {
 	return cl
 }
 
+// exactEntry reports whether rule i's leaf entries may be exact: the rule
+// is exact (ruleCons.exact: its sets are its match, its target a plain
+// verdict) and each field it constrains is a single interval, so that
+// its hull, the box, adds nothing, held in the leaf boxes, whose fields
+// are boxFields. sets are the chain's key sets per field and rule (nil
+// for a field no rule constrains).
+func exactEntry(cons []ruleCons, i int, sets *[numFields][]keySet, boxFields *[boxFields]fieldID) bool {
+	if rc := &cons[i]; !rc.exact || len(rc.marks) > 0 {
+		return false
+	}
+	for f := range sets {
+		if sets[f] == nil {
+			continue
+		}
+		s := sets[f][i]
+		if s.all {
+			continue
+		}
+		if len(s.iv) != 1 || !slices.Contains(boxFields[:], fieldID(f)) {
+			return false
+		}
+	}
+	return true
+}
+
 // treeBuilder builds a classifier's tree breadth first, so that the
 // nodes near the root are adjacent and an entry budget, when it runs out,
 // leaves the remaining nodes of every branch as leaves alike.
@@ -464,7 +517,8 @@ type treeBuilder struct {
 	fields []fieldID // the fields some rule constrains
 	// scratch for bestCut
 	los, his []uint64
-	maxDepth int // leaves below which are not split
+	maxDepth int    // leaves below which are not split
+	exact    []bool // per rule: its entries are exact (exactEntry)
 	bin      []binNode
 	depth    int // greatest leaf depth in bin
 }
@@ -519,10 +573,13 @@ func (b *treeBuilder) build(root []int32) {
 				continue
 			}
 		}
-		cl.leaves = append(cl.leaves, leafEntry{rule: int32(len(t.rules))})
+		cl.leaves = append(cl.leaves, leafEntry{ref: int32(len(t.rules))})
 		b.bin[t.node] = binNode{cut: uint32(len(cl.leaves)), link: leafTag}
 		for _, r := range t.rules {
-			e := leafEntry{rule: r}
+			e := leafEntry{ref: r << 1}
+			if b.exact[r] {
+				e.ref |= 1
+			}
 			for j, f := range cl.boxFields {
 				if f != leafTag {
 					box := b.boxes[r][f]

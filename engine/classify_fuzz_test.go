@@ -364,3 +364,64 @@ func TestClassifierDifferentialLong(t *testing.T) {
 		differential(t, z.ruleset(), z, 1500)
 	}
 }
+
+// TestClassifierExactEntries pins which rules the classifier decides from
+// their box alone (exact entries, see classifier.hits): a rule is exact
+// only when its match is a box in the leaf fields with no holes and no
+// effect but a verdict. Each rule is also run through the differential
+// test, with the verifier checking every exact hit in full.
+func TestClassifierExactEntries(t *testing.T) {
+	tests := []struct {
+		rule  string
+		exact bool
+	}{
+		{"-s 10.0.0.0/8 -d 192.168.1.7 -p tcp -m tcp --sport 1024:65535 --dport 80 -j ACCEPT", true},
+		{"-p udp -m udp --dport 53 -j DROP", true},
+		{"-p tcp -m tcp --dport 0:1023 --sport 80 -j ACCEPT", true},
+		{"-d 10.0.0.1 -p tcp -m tcp --sport 1024:65535 --tcp-flags SYN,ACK,FIN,RST,URG,PSH NONE -j ACCEPT", false}, // exact, but the flags are not among this chain's box fields
+		{"-m comment --comment x -d 10.0.1.1 -j ACCEPT", true},
+		{"-m iprange --src-range 10.0.0.5-10.0.0.200 -j DROP", true},
+		{"-p tcp -m tcp ! --dport 0:1023 -j ACCEPT", true},           // one interval: 1024:65535
+		{"-p tcp -m tcp --sport 80 -j ACCEPT", false},                // 2 or 3 transport bytes: decided by bytes the key lacks
+		{"! -s 10.0.0.0/8 -j DROP", false},                           // two intervals: the hull would hold 10/8
+		{"-p udp -m udp ! --dport 53 -j ACCEPT", false},              // a hole
+		{"-s 10.0.0.0/255.0.255.0 -j ACCEPT", false},                 // non-contiguous mask: a superset
+		{"-i eth0 -p udp -m udp --dport 53 -j ACCEPT", false},        // interfaces are not in the box
+		{"-p udp -m udp ! --sport 53 ! --dport 80 -j ACCEPT", false}, // "not both": one 32-bit comparison
+		{"-p tcp -m tcp --dport 80 -j RETURN", false},
+		{"-p tcp -m tcp --dport 80 -j LOG", false},
+		{"-p tcp -m tcp --dport 80 -m limit --limit 1/sec -j ACCEPT", false},
+		{"-p tcp -m tcp --dport 80 -m length --length 60 -j ACCEPT", false},
+		{"-p tcp -m tcp --dport 80 -m mark --mark 0x1 -j ACCEPT", false},
+		{"-p icmp -m icmp --icmp-type 8 -j ACCEPT", false}, // hot-drops short headers
+		{"-p tcp -m multiport --dports 22,80 -j ACCEPT", false},
+		{"-p tcp -m tcp --tcp-option 2 -j ACCEPT", false},
+	}
+	var b strings.Builder
+	b.WriteString("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n")
+	for _, tt := range tests {
+		fmt.Fprintf(&b, "-A FORWARD %s\n", tt.rule)
+	}
+	b.WriteString("COMMIT\n")
+	rs, err := Parse("exact", strings.NewReader(b.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := CompileWith(rs, CompileOptions{MinRules: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch := &p.Table("filter").chains[p.Table("filter").builtin[matchers.HookForward]]
+	if ch.cls == nil {
+		t.Fatal("FORWARD has no classifier")
+	}
+	for i, tt := range tests {
+		got := ch.cls.hits != nil && ch.cls.hits[i].counters != nil
+		if got != tt.exact {
+			t.Errorf("%s: exact %v, want %v", tt.rule, got, tt.exact)
+		}
+	}
+	for seed := range 20 {
+		differential(t, b.String(), &fuzzBytes{b: []byte(fmt.Sprint("exact", seed))}, 2000)
+	}
+}

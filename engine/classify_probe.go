@@ -59,6 +59,8 @@ func probeMatch(m matchers.Match, r *Rule, mc *matchCons) bool {
 	var l4 [64]byte
 	var view packet.View
 	var c matchers.Context
+	exact := mc.exact
+	defer func() { mc.exact = exact }()
 	for _, p := range points {
 		for _, fo := range []uint16{0, 1, 2} {
 			for _, n := range []int{0, 2, 3, 4, 7, 8, 13, 14, 20, 40} {
@@ -73,13 +75,20 @@ func probeMatch(m matchers.Match, r *Rule, mc *matchCons) bool {
 				if c.Hotdrop && mc.class == classPure {
 					return false
 				}
+				inside := true
+				for f := range mc.sets {
+					if !mc.sets[f].contains(fieldKey(fieldID(f), &c, p.src, p.dst, 0)) {
+						inside = false
+					}
+				}
+				if mc.exact && (got != inside || c.Hotdrop) {
+					exact = false
+				}
 				if !got && !c.Hotdrop {
 					continue
 				}
-				for f := range mc.sets {
-					if !mc.sets[f].contains(fieldKey(fieldID(f), &c, p.src, p.dst, 0)) {
-						return false
-					}
+				if !inside {
+					return false
 				}
 				for _, mk := range mc.marks {
 					if (p.mark&mk.mask == mk.value) == mk.inv {

@@ -230,6 +230,10 @@ type ruleCons struct {
 	// a stateful match or after a match that may hot-drop. A packet
 	// outside the sets fails, without effect, at a part before it.
 	stop int
+	// exact is set when the sets are not only a superset: the rule
+	// matches, without any other effect, exactly the packets inside
+	// every set, and its target is a plain verdict (see exactRule).
+	exact bool
 }
 
 // matchClass says how a match may be treated; see deriveMatch.
@@ -254,6 +258,11 @@ type matchCons struct {
 	class matchClass
 	sets  [numFields]keySet
 	marks []markCons
+	// exact is set (for a pure match) when the match accepts exactly the
+	// packets whose keys are in every set: not a superset. probeMatch
+	// checks it; a rule whose every part is exact may be decided by the
+	// classifier alone (see classifier.hits).
+	exact bool
 }
 
 // pureMatches are the matches that read the packet (or the clock) and
@@ -300,6 +309,14 @@ func addrSet(a Addr) keySet {
 	return s
 }
 
+// addrExact reports whether addrSet(a) is exactly the addresses the -s/-d
+// part accepts: a prefix, inverted or not (a non-contiguous mask is
+// widened to a superset).
+func addrExact(a Addr) bool {
+	lead := ^uint32(0) << (32 - bits.LeadingZeros32(^a.Mask))
+	return a.Mask == 0 || lead == a.Mask
+}
+
 // deriveRule computes what the classifier may index of r; derive caches
 // match derivations by their printed form.
 func deriveRule(r *Rule, derive func(MatchInstance, *Rule) matchCons) ruleCons {
@@ -340,7 +357,27 @@ func deriveRule(r *Rule, derive func(MatchInstance, *Rule) matchCons) ruleCons {
 			break
 		}
 	}
+	rc.exact = exactRule(r, derive)
 	return rc
+}
+
+// exactRule reports whether rule r matches exactly the packets inside its
+// derived sets, with no effect but its counter and a plain verdict: no
+// interface, no mark, a prefix per address, and every match pure and
+// exact (native tcp/udp ports that need the full four bytes, iprange,
+// comment). The classifier then still requires each constrained field to
+// be a single interval held in its leaf boxes (buildClassifier).
+func exactRule(r *Rule, derive func(MatchInstance, *Rule) matchCons) bool {
+	if r.Target.Kind != TargetVerdict || r.In != (Iface{}) || r.Out != (Iface{}) ||
+		!addrExact(r.Src) || !addrExact(r.Dst) {
+		return false
+	}
+	for _, mi := range r.Matches {
+		if mc := derive(mi, r); mc.class != classPure || !mc.exact || len(mc.marks) > 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // deriveMatch reads what may be indexed of one match from its name and its
@@ -354,6 +391,7 @@ func deriveMatch(mi MatchInstance, r *Rule) matchCons {
 	}
 	if pureMatches[mi.Name] {
 		mc.class = classPure
+		mc.exact = mi.Name == "comment" // matches every packet
 		return mc
 	}
 	var b strings.Builder
@@ -402,6 +440,7 @@ func deriveMatch(mi MatchInstance, r *Rule) matchCons {
 			}
 		}
 		mc.class = classPure
+		mc.exact = true
 	}
 	return mc
 }
@@ -513,6 +552,7 @@ func derivePorts(name string, opts []saveOpt, mc matchCons) matchCons {
 		return mc
 	}
 	var sp, dp *saveOpt
+	flags := false
 	for i := range opts {
 		o := &opts[i]
 		switch {
@@ -533,6 +573,7 @@ func derivePorts(name string, opts []saveOpt, mc matchCons) matchCons {
 				}
 			}
 			mc.sets[fFlags] = keySet{iv: normalize(iv)}
+			flags = true
 		case name == "tcp" && o.name == "tcp-option":
 			mc.class = classHotdrop
 			for f := range mc.sets {
@@ -567,15 +608,24 @@ func derivePorts(name string, opts []saveOpt, mc matchCons) matchCons {
 		mc.class = classPure
 		return mc
 	}
+	// A native comparison fails when its bytes are missing: the
+	// destination port needs 4 transport bytes, the flags 14 (their keys
+	// then are keyShort and keyNoFlags, outside every set), the source
+	// port 2. When the match needs 4 bytes anyway the sets are exact;
+	// otherwise a packet with 2 or 3 bytes, whose source port key is
+	// keyShort, must stay a candidate.
+	need4 := dp != nil || flags
 	if sp != nil {
-		// The source port needs 2 bytes, the key 4: a packet with 2 or 3
-		// bytes has the short key and stays a candidate.
-		mc.sets[fSport] = ps[0].union(oneInterval(keyShort, keyShort))
+		mc.sets[fSport] = ps[0]
+		if !need4 {
+			mc.sets[fSport] = ps[0].union(oneInterval(keyShort, keyShort))
+		}
 	}
 	if dp != nil {
 		mc.sets[fDport] = ps[1]
 	}
 	mc.class = classPure
+	mc.exact = need4 || sp == nil
 	return mc
 }
 

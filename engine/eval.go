@@ -128,7 +128,7 @@ func CompileWith(rs *Ruleset, opt CompileOptions) (*Program, error) {
 				pc.rules = append(pc.rules, pr)
 			}
 			if !opt.Linear && len(c.Rules) >= opt.MinRules {
-				pc.cls = buildClassifier(deriveChain(c.Rules, pc.rules, mcache))
+				pc.cls = buildClassifier(deriveChain(c.Rules, pc.rules, mcache), pc.rules)
 				tp.classified = tp.classified || pc.cls != nil
 			}
 			for _, r := range c.Rules {
@@ -273,9 +273,22 @@ func (tp *TableProgram) eval(c *matchers.Context, tr Tracer, mode evalMode) Resu
 				cl.lookup(c, src, dst, &rows)
 				rowsChain = ci
 			}
-			next := int32(cl.first(&rows, int(ri)))
+			n, exact := cl.first(&rows, int(ri))
+			next := int32(n)
 			if mode&evalVerify != 0 {
 				ch.verifySkip(c, src, dst, ri, next)
+				if exact {
+					ch.verifyExact(c, src, dst, next)
+				}
+			} else if exact {
+				// The box test decided that the rule matches and that it
+				// does nothing but count and return its verdict: finish
+				// without reading the rule (cold at 10,000 rules).
+				h := &cl.hits[next]
+				if count {
+					h.counters.Add(length)
+				}
+				return Result{Verdict: h.verdict, Chain: ch.name, Rule: int(next) + 1}
 			}
 			ri = next
 		}
