@@ -129,22 +129,82 @@
 // measure on the Go heap (Config.HeapMemory) and on huge pages side by
 // side; BenchmarkRandomLoads isolates the page walks (random loads over
 // 256 MiB: 16 to 63 ns each on 4 KiB pages, 6 to 23 ns on 2 MiB pages).
-// On a 2-vCPU KVM guest (Xeon) shared with other work, in thread CPU time
-// per packet (the wall clock there also counts waiting for a CPU), 1M
-// flows drawn uniformly unless said otherwise, over eight runs:
+// The figures below are thread CPU time per packet (the wall clock also
+// counts waiting for a CPU) on a 2-vCPU KVM guest (Xeon, 2.1 GHz, no PMU)
+// that other work kept busy (load 2 to 4), 1M flows drawn uniformly unless
+// said otherwise, each packet's figure including 15 to 25 ns of the
+// benchmark building it (BenchmarkFillView). Old is the code before the
+// per-packet work below was cut, new is this one; the two test binaries
+// ran alternately, six times each, twice over (medians, then the range):
 //
-//	                       4 KiB pages   2 MiB pages
-//	UDP, one at a time     600-820 ns    480-620 ns
-//	UDP, batches of 32     200-355 ns    160-250 ns (one run 342)
-//	UDP, Zipf, batches     160-320 ns    137-236 ns
-//	TCP, one at a time     660-870 ns    520-700 ns
-//	TCP, batches of 32     225-370 ns    180-265 ns (one run 350)
+//	2 MiB pages            old                 new                new/old
+//	UDP, batches of 32     182 (153-206)       158 (97-184)       0.87
+//	                       178 (148-220)       120 (100-202)      0.67
+//	UDP, Zipf, batches     168 (116-175)        82 (81-162)       0.49
+//	                       173 (115-210)       109 (82-172)       0.63
+//	TCP, batches of 32     206 (186-283)       155 (136-205)      0.75
+//	                       205 (174-296)       193 (155-222)      0.94
+//	UDP, one at a time     505 (470-560)       453 (400-473)      0.90
+//	                       503 (436-547)       464 (374-540)      0.92
+//	UDP, 1K flows, batches 145 (119-173)       109 (82-170)       0.75
+//	                       119 (106-186)        91 (74-142)       0.77
 //
-// With all flows in cache (1K) a packet costs 90 to 180 ns on the same
-// machine, either way; each figure includes 15 to 30 ns of the benchmark
-// building the packet (BenchmarkFillView). So on huge pages a batched
-// packet on 1M flows costs some 20 to 60 ns more than one in cache: the
-// memory is no longer what bounds it, the per-packet CPU work is.
+// (Four more alternated runs of the batched UDP cases alone: uniform
+// 167-197 old, 107-142 new; Zipf 131-172 old, 86-110 new.) On the Go heap
+// the batched ratios were 0.53 to 0.96. When the machine was quiet, a
+// batched packet on 1M uniform flows cost 96 to 100 ns and one on 1K
+// flows 70 to 75 (old: 123, and 81 to 87); so the 100 ns mark is met
+// there, and by Zipf traffic, but not while other work shares the
+// machine.
+//
+// Where the time went, found with pprof and perf (timer sampling: the
+// guest has no hardware counters) and measured a step at a time, old
+// and new binaries alternating (batches of 32, uniform, huge pages,
+// fastest of several runs):
+//
+//   - parse wrote each IPv4-mapped address as five stores (the compiler
+//     splits a big-endian word with a constant half) and the hash at
+//     once loaded it as one word, which cannot be forwarded from the
+//     store buffer and waits for the stores to drain: a tenth of an
+//     in-cache packet. One word store each: 144 -> 118 ns at 1M.
+//   - s.chunks[i].groups[j]... made the compiler check the chunk pointer
+//     for nil by loading from the chunk's first line, a cache line of its
+//     own on every entry access (the prefetch stage spent three quarters
+//     of its time there). Entry addresses are now computed from the
+//     chunk's address without loading it. With the lock's fast path,
+//     the hash and the prefetch peek inlined and the per-packet pkt
+//     zeroing dropped: 84 -> 80 ns in cache.
+//   - Calls: find, the UDP handler and the copy-out are spelled out in
+//     resolve, and the three stages loop over the chunk instead of being
+//     called per packet (Go's calls save every live register): 75 -> 70
+//     ns in cache, 104 -> 96 at 1M.
+//   - Stage 3 probed the index again. It now takes the cell stage 2
+//     found if the cell, read again under the lock, still holds it and
+//     its entry matches the packet (entries are unique per tuple, so
+//     that is what the probe would find): 103 -> 100 ns at 1M.
+//   - The copy of the flow into Result.Entry loaded 16 bytes at a time
+//     over fields the update had just stored 8 (status: 4) bytes at a
+//     time, again defeating store forwarding; copyFlow loads them as
+//     they were stored: 1 to 2 ns.
+//
+// Measured and left as they are, in one process on one table, variants
+// alternating: not copying the Entry at all would save 4 ns (it is 144
+// bytes, and matches need all of it); no shard lock would save 6 ns at
+// 1M and 10 in cache (TryLock and Unlock are a locked instruction each,
+// 18 to 20 ns together by themselves; a compare-and-swap with a plain
+// store to unlock measured 14.5 to 16, which would take a lock of our own
+// whose waiters poll). The spin-then-sleep wrapper is off the fast path
+// (one TryLock, inlined). The per-packet work reads no clock and does no
+// other atomic read-modify-write; its remaining bounds checks are
+// predicted branches. Moving packets through the stages one at a time
+// (stage 1 eight or twelve packets ahead of stage 3) cost 5 to 15 ns
+// more than chunks of 32, interleaving stage 2 with stage 1 changed
+// nothing, PREFETCHT1 or PREFETCHNTA instead of PREFETCHT0 cost 4 to 15
+// ns, and prefetching only a flow's first line (leaving the second to
+// the adjacent-line prefetcher) 40 ns. What a batched packet on 1M flows
+// still pays beyond one in cache, 25 to 30 ns, shows up in the prefetch
+// instructions themselves, which wait for the core's miss handling (fill
+// buffers, page walks): the memory system again, not CPU work.
 //
 // # Expiry, limits and counters
 //
