@@ -235,3 +235,122 @@ func TestTrackBatchShortResults(t *testing.T) {
 	}()
 	New(Config{}).TrackBatch(make([]*packet.View, 2), t0, make([]Result, 1))
 }
+
+// TestResolveStaleHint feeds resolve the hints that TrackBatch's stage 2
+// can hand stage 3 once the index has changed under it (another packet of
+// the batch or another worker removed, moved or reused cells): a cell
+// naming another flow, the right cell at a wrong position, a position past
+// the end. Each must give what no hint gives: the packet's own flow, in
+// the right direction.
+func TestResolveStaleHint(t *testing.T) {
+	tab := New(Config{Shards: 1})
+	now := t0
+	cli := func(i int) net.IP { return net.IP{10, 9, 0, byte(i)} }
+	const n = 40
+	for i := range n {
+		r := tab.Track(decode(t, udpFrame(t, cli(i), ipServer, 4000, 53, []byte("q"))), now)
+		if r.Info != CtNew || !r.Confirm(now) {
+			t.Fatalf("flow %d: %v", i, r)
+		}
+	}
+	s := &tab.shards[0]
+	cellOf := func(idx uint32) (slot, int) {
+		for pos, c := range s.slots {
+			if c != 0 && c.idx() == idx+1 {
+				return c, pos
+			}
+		}
+		t.Fatalf("entry %d not indexed", idx)
+		return 0, 0
+	}
+	for i := range n {
+		for _, reply := range []bool{false, true} {
+			frame := udpFrame(t, cli(i), ipServer, 4000, 53, []byte("q"))
+			wantDir := DirOriginal
+			if reply {
+				frame = udpFrame(t, ipServer, cli(i), 53, 4000, []byte("a"))
+				wantDir = DirReply
+			}
+			v := decode(t, frame)
+			var p pkt
+			if reason := p.parse(v, false); reason != ReasonNone {
+				t.Fatal(reason)
+			}
+			h := tab.seed.hash4(&p.tuple)
+			var plain Result
+			s.lock()
+			tab.resolve(&plain, s, 0, h, &p, now.UnixNano(), 0, 0)
+			s.mu.Unlock()
+			if plain.Info != CtEstablished && !(plain.Info == CtNew && !reply) || plain.Dir != wantDir {
+				t.Fatalf("flow %d reply=%v: %v", i, reply, plain)
+			}
+			own, ownPos := cellOf(plain.Ref.idx)
+			other, otherPos := cellOf((plain.Ref.idx + 1) % n)
+			hints := []struct {
+				name string
+				c    slot
+				pos  int
+			}{
+				{"own", own, ownPos},
+				{"other flow's cell", other, otherPos},
+				{"own cell, wrong position", own, otherPos},
+				{"other flow's cell at own position", other, ownPos},
+				{"past the end", own, len(s.slots) + 3},
+				{"negative", own, -1},
+			}
+			for _, hint := range hints {
+				var r Result
+				s.lock()
+				tab.resolve(&r, s, 0, h, &p, now.UnixNano(), hint.c, hint.pos)
+				s.mu.Unlock()
+				if r.Ref.idx != plain.Ref.idx || r.Dir != wantDir || r.Entry.Orig() != plain.Entry.Orig() ||
+					r.Info == CtInvalid {
+					t.Errorf("flow %d reply=%v, hint %s: got %v (entry %d), want entry %d", i, reply,
+						hint.name, r, r.Ref.idx, plain.Ref.idx)
+				}
+			}
+		}
+	}
+	checkInvariants(t, tab)
+	// Past the timeout the lookup reaps the entry it finds, at the
+	// position it was found: a hint taken at the wrong position must not
+	// remove another flow's cell. (Creating the packet's new entry also
+	// sweeps a few slab positions, which reaps some flows ahead of their
+	// turn.)
+	later := now.Add(time.Hour).UnixNano()
+	reaped := 0
+	for i := range n {
+		v := decode(t, udpFrame(t, cli(i), ipServer, 4000, 53, []byte("q")))
+		var p pkt
+		p.parse(v, false)
+		h := tab.seed.hash4(&p.tuple)
+		idx, _, ok := tab.find(s, h, &p.tuple, now.UnixNano())
+		if !ok {
+			continue // swept
+		}
+		reaped++
+		own, _ := cellOf(idx)
+		otherPos := -1
+		for pos, c := range s.slots {
+			if c != 0 && c != own {
+				otherPos = pos
+				break
+			}
+		}
+		if otherPos < 0 {
+			continue // the last flow: no other cell to aim at
+		}
+		var r Result
+		s.lock()
+		tab.resolve(&r, s, 0, h, &p, later, own, otherPos)
+		s.mu.Unlock()
+		if r.Info != CtNew || r.Entry.Confirmed() {
+			t.Fatalf("flow %d after expiry: %v", i, r)
+		}
+		r.Discard()
+		checkInvariants(t, tab)
+	}
+	if st := tab.Stats(); reaped < 5 || st.Expired+1 < n || tab.Len() > 1 {
+		t.Fatalf("after expiry (%d reaped through a hint): %+v, %d entries", reaped, st, tab.Len())
+	}
+}
