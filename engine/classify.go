@@ -107,13 +107,15 @@ func packetKeys(c *matchers.Context, src, dst, markMask uint32, k *keyArray) {
 	}
 	l4 := p.L4
 	k[fSport], k[fDport], k[fFlags], k[fICMP] = keyShort, keyShort, keyNoFlags, keyShort
-	if len(l4) >= 4 {
+	if len(l4) >= 2 {
 		k[fSport] = uint32(l4[0])<<8 | uint32(l4[1])
-		k[fDport] = uint32(l4[2])<<8 | uint32(l4[3])
-		if len(l4) >= 8 {
-			k[fICMP] = k[fSport]
-			if len(l4) >= 14 {
-				k[fFlags] = uint32(l4[13])
+		if len(l4) >= 4 {
+			k[fDport] = uint32(l4[2])<<8 | uint32(l4[3])
+			if len(l4) >= 8 {
+				k[fICMP] = k[fSport]
+				if len(l4) >= 14 {
+					k[fFlags] = uint32(l4[13])
+				}
 			}
 		}
 	}

@@ -381,8 +381,9 @@ func TestClassifierExactEntries(t *testing.T) {
 		{"-d 10.0.0.1 -p tcp -m tcp --sport 1024:65535 --tcp-flags SYN,ACK,FIN,RST,URG,PSH NONE -j ACCEPT", false}, // exact, but the flags are not among this chain's box fields
 		{"-m comment --comment x -d 10.0.1.1 -j ACCEPT", true},
 		{"-m iprange --src-range 10.0.0.5-10.0.0.200 -j DROP", true},
-		{"-p tcp -m tcp ! --dport 0:1023 -j ACCEPT", true},           // one interval: 1024:65535
-		{"-p tcp -m tcp --sport 80 -j ACCEPT", false},                // 2 or 3 transport bytes: decided by bytes the key lacks
+		{"-p tcp -m tcp ! --dport 0:1023 -j ACCEPT", true}, // one interval: 1024:65535
+		{"-p tcp -m tcp --sport 80 -j ACCEPT", true},       // the key is read from 2 bytes, as the match reads it
+		{"-p tcp -m multiport --sports 22,80 -j ACCEPT", false},
 		{"! -s 10.0.0.0/8 -j DROP", false},                           // two intervals: the hull would hold 10/8
 		{"-p udp -m udp ! --dport 53 -j ACCEPT", false},              // a hole
 		{"-s 10.0.0.0/255.0.255.0 -j ACCEPT", false},                 // non-contiguous mask: a superset

@@ -28,7 +28,7 @@ const (
 	fOut                  // output interface
 	fProto                // IPv4 protocol
 	fFrag                 // 0: unfragmented or first fragment, 1: later fragment
-	fSport                // transport bytes 0-1; keyShort when fewer than 4 bytes
+	fSport                // transport bytes 0-1; keyShort when fewer than 2 bytes
 	fDport                // transport bytes 2-3; keyShort when fewer than 4 bytes
 	fFlags                // transport byte 13; 256 when fewer than 14 bytes
 	fICMP                 // transport bytes 0-1 (type<<8|code); keyShort when fewer than 8
@@ -70,7 +70,7 @@ func fieldKey(f fieldID, c *matchers.Context, src, dst, markMask uint32) uint32 
 		}
 		return 0
 	case fSport:
-		if len(p.L4) < 4 {
+		if len(p.L4) < 2 {
 			return keyShort
 		}
 		return uint32(p.L4[0])<<8 | uint32(p.L4[1])
@@ -552,7 +552,6 @@ func derivePorts(name string, opts []saveOpt, mc matchCons) matchCons {
 		return mc
 	}
 	var sp, dp *saveOpt
-	flags := false
 	for i := range opts {
 		o := &opts[i]
 		switch {
@@ -573,7 +572,6 @@ func derivePorts(name string, opts []saveOpt, mc matchCons) matchCons {
 				}
 			}
 			mc.sets[fFlags] = keySet{iv: normalize(iv)}
-			flags = true
 		case name == "tcp" && o.name == "tcp-option":
 			mc.class = classHotdrop
 			for f := range mc.sets {
@@ -608,24 +606,19 @@ func derivePorts(name string, opts []saveOpt, mc matchCons) matchCons {
 		mc.class = classPure
 		return mc
 	}
-	// A native comparison fails when its bytes are missing: the
-	// destination port needs 4 transport bytes, the flags 14 (their keys
-	// then are keyShort and keyNoFlags, outside every set), the source
-	// port 2. When the match needs 4 bytes anyway the sets are exact;
-	// otherwise a packet with 2 or 3 bytes, whose source port key is
-	// keyShort, must stay a candidate.
-	need4 := dp != nil || flags
+	// A native comparison fails when its bytes are missing: the source
+	// port needs 2 transport bytes, the destination port 4, the flags 14,
+	// exactly the lengths from which their keys are read (shorter, the
+	// keys are keyShort and keyNoFlags, outside every set). So the sets
+	// are exactly the packets the match accepts.
 	if sp != nil {
 		mc.sets[fSport] = ps[0]
-		if !need4 {
-			mc.sets[fSport] = ps[0].union(oneInterval(keyShort, keyShort))
-		}
 	}
 	if dp != nil {
 		mc.sets[fDport] = ps[1]
 	}
 	mc.class = classPure
-	mc.exact = need4 || sp == nil
+	mc.exact = true
 	return mc
 }
 
@@ -675,9 +668,10 @@ func deriveICMP(opts []saveOpt, mc matchCons) matchCons {
 }
 
 // deriveMultiport reads a multiport match (multiport_mt): later fragments
-// never match, fewer than 4 transport bytes hot-drop (the port keys' short
-// key), then the list decides. --ports (either side) indexes only the
-// fragment condition.
+// never match, fewer than 4 transport bytes hot-drop (the destination
+// port's short key), then the list decides. --ports (either side) and
+// --sports index only the fragment condition: a packet of 2 or 3
+// transport bytes has a source port key yet is hot-dropped whatever it is.
 func deriveMultiport(opts []saveOpt, mc matchCons) matchCons {
 	if len(opts) != 1 || len(opts[0].args) != 1 {
 		return mc
@@ -697,11 +691,9 @@ func deriveMultiport(opts []saveOpt, mc matchCons) matchCons {
 	}
 	hit = hit.union(oneInterval(keyShort, keyShort))
 	switch o.name {
-	case "sports", "source-ports":
-		mc.sets[fSport] = hit
 	case "dports", "destination-ports":
 		mc.sets[fDport] = hit
-	case "ports":
+	case "ports", "sports", "source-ports":
 	default:
 		return mc
 	}
