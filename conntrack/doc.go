@@ -151,11 +151,18 @@
 //
 // (Four more alternated runs of the batched UDP cases alone: uniform
 // 167-197 old, 107-142 new; Zipf 131-172 old, 86-110 new.) On the Go heap
-// the batched ratios were 0.53 to 0.96. When the machine was quiet, a
-// batched packet on 1M uniform flows cost 96 to 100 ns and one on 1K
-// flows 70 to 75 (old: 123, and 81 to 87); so the 100 ns mark is met
-// there, and by Zipf traffic, but not while other work shares the
-// machine.
+// the batched ratios were 0.53 to 0.96.
+//
+// BenchmarkTrackBatch1M runs the batched uniform case alone, five times
+// on one table (huge pages), which shows the spread better. Old and new
+// alternating, three times each, medians of the five runs (fastest):
+// 1M flows, old 215, 144, 142 (141), new 101.5, 99.5, 98.8 (97.3); the
+// same on 1K flows, old 140, 113, 101 (99), new 72, 70.5, 70.1 (69.5).
+// With another benchmark busy on the other vCPU the new code took 105 to
+// 125 ns at 1M. So a batched packet at 1M flows costs about 100 ns here,
+// of which 15 to 25 ns are the benchmark's, when the machine is left to
+// it; Zipf traffic stays below that, and sharing the machine (its caches
+// and memory) costs 10 to 25 percent more.
 //
 // Where the time went, found with pprof and perf (timer sampling: the
 // guest has no hardware counters) and measured a step at a time, old
