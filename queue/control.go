@@ -21,7 +21,6 @@ import (
 	"github.com/qtables/qtables/conntrack"
 	"github.com/qtables/qtables/conntrack/kernelct"
 	"github.com/qtables/qtables/engine"
-	"github.com/qtables/qtables/matchers"
 )
 
 // The control socket is how `qtables --control SOCK ...` manages the
@@ -240,8 +239,14 @@ func (d *Daemon) control(ctx context.Context, req *ControlRequest) ControlReply 
 func (d *Daemon) Command(w io.Writer, cmd *engine.Command) error {
 	switch cmd.Kind {
 	case engine.CmdList, engine.CmdListRules, engine.CmdCheck, engine.CmdZero:
-		d.reloadMu.Lock()
-		defer d.reloadMu.Unlock()
+		if cmd.Kind == engine.CmdZero || cmd.Zero {
+			// No packet may count between a counter's packets and bytes
+			// being zeroed (or between listing and zeroing, -L -Z).
+			defer d.pauseWorkers()()
+		} else {
+			d.reloadMu.Lock()
+			defer d.reloadMu.Unlock()
+		}
 		return d.rules.Load().Set.Run(w, cmd)
 	}
 	d.editMu.Lock()
@@ -271,19 +276,6 @@ func (d *Daemon) Command(w io.Writer, cmd *engine.Command) error {
 	return nil
 }
 
-// rulesOf is CompileRules for a Program already compiled.
-func rulesOf(rs *engine.Ruleset, prog *engine.Program, source string) *Rules {
-	r := &Rules{Set: rs, Prog: prog, Source: source}
-	for h := range r.byHook {
-		for _, name := range tableOrder {
-			if tp := prog.Table(name); tp != nil && tp.HasHook(matchers.Hook(h)) {
-				r.byHook[h] = append(r.byHook[h], tp)
-			}
-		}
-	}
-	return r
-}
-
 // swapEdited puts r, made from a Clone of the rules in force by cmd, in
 // force. The rules are shared and need nothing; the policy counters of
 // built-in chains were copied by the Clone, so the packets counted since
@@ -291,16 +283,7 @@ func rulesOf(rs *engine.Ruleset, prog *engine.Program, source string) *Rules {
 // swapRules does). A -P zeroes its chain's policy counters, as
 // iptables-nft does, so that chain's are not carried.
 func (d *Daemon) swapEdited(r *Rules, cmd *engine.Command) {
-	d.reloadMu.Lock()
-	defer d.reloadMu.Unlock()
-	for _, w := range d.pool {
-		w.mu.Lock()
-	}
-	defer func() {
-		for _, w := range d.pool {
-			w.mu.Unlock()
-		}
-	}()
+	defer d.pauseWorkers()()
 	old := d.rules.Load().Set
 	for _, nt := range r.Set.Tables {
 		ot := old.Table(nt.Name)

@@ -283,19 +283,25 @@ func (d *Daemon) Reload() error {
 // over. The workers are paused between two packets for the moment of the
 // copy, so that no count lands in the old rules after it was copied.
 func (d *Daemon) swapRules(r *Rules) int {
-	d.reloadMu.Lock()
-	defer d.reloadMu.Unlock()
-	for _, w := range d.pool {
-		w.mu.Lock()
-	}
-	defer func() {
-		for _, w := range d.pool {
-			w.mu.Unlock()
-		}
-	}()
+	defer d.pauseWorkers()()
 	kept := CarryCounters(d.rules.Load().Set, r.Set)
 	d.rules.Store(r)
 	return kept
+}
+
+// pauseWorkers takes the reload lock and every worker's lock, so that no
+// packet is being judged until the returned function releases them.
+func (d *Daemon) pauseWorkers() (resume func()) {
+	d.reloadMu.Lock()
+	for _, w := range d.pool {
+		w.mu.Lock()
+	}
+	return func() {
+		for _, w := range d.pool {
+			w.mu.Unlock()
+		}
+		d.reloadMu.Unlock()
+	}
 }
 
 // CarryCounters gives each rule of to that also is in from (same table,

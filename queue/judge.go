@@ -34,6 +34,11 @@ func CompileRules(rs *engine.Ruleset, source string) (*Rules, error) {
 	if err != nil {
 		return nil, err
 	}
+	return rulesOf(rs, prog, source), nil
+}
+
+// rulesOf is CompileRules for a Program already compiled.
+func rulesOf(rs *engine.Ruleset, prog *engine.Program, source string) *Rules {
 	r := &Rules{Set: rs, Prog: prog, Source: source}
 	for h := range r.byHook {
 		for _, name := range tableOrder {
@@ -42,7 +47,7 @@ func CompileRules(rs *engine.Ruleset, source string) (*Rules, error) {
 			}
 		}
 	}
-	return r, nil
+	return r
 }
 
 // LoadRules reads and compiles a rules file (iptables-save format).
