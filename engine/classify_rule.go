@@ -232,7 +232,7 @@ type ruleCons struct {
 	stop int
 	// exact is set when the sets are not only a superset: the rule
 	// matches, without any other effect, exactly the packets inside
-	// every set, and its target is a plain verdict (see exactRule).
+	// every set, and its target is a plain verdict (see exactHeader).
 	exact bool
 }
 
@@ -340,8 +340,10 @@ func deriveRule(r *Rule, derive func(MatchInstance, *Rule) matchCons) ruleCons {
 	case FragNotFrag:
 		rc.sets[fFrag] = oneInterval(0, 0)
 	}
+	exact := exactHeader(r)
 	for i, mi := range r.Matches {
 		mc := derive(mi, r)
+		exact = exact && mc.class == classPure && mc.exact && len(mc.marks) == 0
 		if mc.class == classStateful {
 			rc.stop = i
 			break
@@ -357,27 +359,22 @@ func deriveRule(r *Rule, derive func(MatchInstance, *Rule) matchCons) ruleCons {
 			break
 		}
 	}
-	rc.exact = exactRule(r, derive)
+	// A rule is exact when its header is and every match is pure and
+	// exact (a pure match never ends indexing early).
+	rc.exact = exact
 	return rc
 }
 
-// exactRule reports whether rule r matches exactly the packets inside its
-// derived sets, with no effect but its counter and a plain verdict: no
-// interface, no mark, a prefix per address, and every match pure and
-// exact (native tcp/udp ports that need the full four bytes, iprange,
-// comment). The classifier then still requires each constrained field to
-// be a single interval held in its leaf boxes (buildClassifier).
-func exactRule(r *Rule, derive func(MatchInstance, *Rule) matchCons) bool {
-	if r.Target.Kind != TargetVerdict || r.In != (Iface{}) || r.Out != (Iface{}) ||
-		!addrExact(r.Src) || !addrExact(r.Dst) {
-		return false
-	}
-	for _, mi := range r.Matches {
-		if mc := derive(mi, r); mc.class != classPure || !mc.exact || len(mc.marks) > 0 {
-			return false
-		}
-	}
-	return true
+// exactHeader reports whether rule r's header parts are exactly their
+// derived sets and its target does nothing but return a verdict: no
+// interface (not in the leaf boxes), a prefix per address, a plain
+// verdict. deriveRule adds that every match be pure and exact (native
+// tcp/udp ports and flags, iprange, comment); the classifier then still
+// requires each constrained field to be one interval held in its leaf
+// boxes (exactEntry).
+func exactHeader(r *Rule) bool {
+	return r.Target.Kind == TargetVerdict && r.In == (Iface{}) && r.Out == (Iface{}) &&
+		addrExact(r.Src) && addrExact(r.Dst)
 }
 
 // deriveMatch reads what may be indexed of one match from its name and its
