@@ -35,7 +35,9 @@ func cgLoop(w *Workload, views []packet.View, passes int) {
 //	  valgrind --tool=callgrind --toggle-collect='*cgLoop*' \
 //	  --cache-sim=yes --branch-sim=yes /tmp/b.test -test.run TestCG
 //
-// It skips unless CG_SET is set.
+// The collection covers the warm-up pass as well: per packet, divide the
+// counts by (CG_PASSES+1) times the packets logged. It skips unless
+// CG_SET is set.
 func TestCG(t *testing.T) {
 	set := os.Getenv("CG_SET")
 	if set == "" {
