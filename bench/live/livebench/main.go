@@ -276,6 +276,17 @@ func must(err error) {
 	}
 }
 
+// joinVeths joins sender -- router -- sink by veth pairs (s0-r0, r1-k0)
+// and gives the sender's and the router's ends their addresses; it panics
+// (must) on failure, as the topology functions expect.
+func joinVeths(sender, router, sink *netns.Namespace) {
+	must(netns.AddVeth(sender, "s0", router, "r0"))
+	must(netns.AddVeth(router, "r1", sink, "k0"))
+	must(sender.AddAddr("s0", netip.PrefixFrom(senderAddr, 24)))
+	must(router.AddAddr("r0", netip.PrefixFrom(routerIn, 24)))
+	must(router.AddAddr("r1", netip.PrefixFrom(routerOut, 24)))
+}
+
 // topology builds sender -- router -- sink.
 func (b *bench) topology() (err error) {
 	defer func() {
@@ -283,11 +294,7 @@ func (b *bench) topology() (err error) {
 			err = fmt.Errorf("topology: %v", p)
 		}
 	}()
-	must(netns.AddVeth(b.sender, "s0", b.router, "r0"))
-	must(netns.AddVeth(b.router, "r1", b.sink, "k0"))
-	must(b.sender.AddAddr("s0", netip.PrefixFrom(senderAddr, 24)))
-	must(b.router.AddAddr("r0", netip.PrefixFrom(routerIn, 24)))
-	must(b.router.AddAddr("r1", netip.PrefixFrom(routerOut, 24)))
+	joinVeths(b.sender, b.router, b.sink)
 	a := sinkFirst
 	for i := 0; i < sinkAddrs; i++ {
 		must(b.sink.AddAddr("k0", netip.PrefixFrom(a, 24)))

@@ -592,11 +592,7 @@ func (rb *ruleBench) topology() (err error) {
 			err = fmt.Errorf("topology: %v", p)
 		}
 	}()
-	must(netns.AddVeth(rb.sender, "s0", rb.router, "r0"))
-	must(netns.AddVeth(rb.router, "r1", rb.sink, "k0"))
-	must(rb.sender.AddAddr("s0", netip.PrefixFrom(senderAddr, 24)))
-	must(rb.router.AddAddr("r0", netip.PrefixFrom(routerIn, 24)))
-	must(rb.router.AddAddr("r1", netip.PrefixFrom(routerOut, 24)))
+	joinVeths(rb.sender, rb.router, rb.sink)
 	must(rb.sink.AddAddr("k0", netip.PrefixFrom(sinkFirst, 24)))
 	for _, l := range []struct {
 		ns  *netns.Namespace
