@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"math"
 	"math/bits"
 	"slices"
 	"strings"
@@ -27,14 +28,16 @@ import (
 // exactly as linear evaluation has it.
 type classifier struct {
 	nRules int
-	// roots are the trees' root nodes: the rules are partitioned by the
+	// tabs are the trees' root tables: the rules are partitioned by the
 	// fields in which they are wide (see partition), a tree per part.
-	roots []uint32
-	// nodes holds every tree, each in breadth-first order.
+	// A tree's root is a table indexed by the top bits of one field's
+	// key, each slot a subtree over the rules meeting its slice.
+	tabs []rootTable
+	// table holds the root tables' slots: a subtree's root node << 5
+	// | the steps of its walk (half its leaf depth, rounded up).
+	table []uint32
+	// nodes holds every subtree, in breadth-first order.
 	nodes []treeNode
-	// depth is the steps of a walk: half the binary trees' greatest
-	// leaf depth, rounded up.
-	depth int
 	// leaves holds every leaf: a header entry whose rule is the leaf's
 	// entry count, then its entries in chain order.
 	leaves []leafEntry
@@ -78,9 +81,24 @@ type treeNode struct {
 }
 
 // maxNodes bounds a classifier's nodes: meta holds 20 bits of index.
-// The binary trees are held to maxNodes/2 - maxTrees nodes: pairing makes
-// at most four treeNodes per inner binary node, plus the roots.
+// The binary trees are held to maxNodes/4 nodes: pairing makes at most
+// four treeNodes per inner binary node, plus one per root.
 const maxNodes = 1 << 20
+
+// A rootTable is a tree's root: slot base + key(field) >> shift of
+// classifier.table holds the subtree of the key's slice.
+type rootTable struct {
+	base  uint32
+	field fieldID
+	shift uint8
+}
+
+// Root table shape limits: at most 2^maxRootBits slots a tree, the rules'
+// copies into the slices at most rootCopies per rule of the tree.
+const (
+	maxRootBits = 12
+	rootCopies  = 3
+)
 
 // A binNode is a node of the binary tree built before it is paired into
 // treeNodes: an inner node cuts field link&15 at cut, its children at
@@ -202,12 +220,14 @@ func (cl *classifier) lookup(c *matchers.Context, src, dst uint32, rows *rowSet)
 	// whether the key of f0 is past cut[0], l and r the same below on
 	// either side (cut - key is negative exactly when key > cut), and
 	// the grandchild is base + 2x + (x ? r : l), selected by masking.
-	nodes := cl.nodes
+	nodes, table := cl.nodes, cl.table
 	var at [maxTrees]uint32
-	switch len(cl.roots) {
+	switch len(cl.tabs) {
 	case 1:
-		a0 := cl.roots[0]
-		for range cl.depth {
+		t0 := &cl.tabs[0]
+		s0 := table[t0.base+uint32(uint64(keys[t0.field&15])>>(t0.shift&63))]
+		a0 := s0 >> 5
+		for range s0 & 31 {
 			n0 := &nodes[a0]
 			m0 := n0.meta
 			x0 := (uint64(n0.cut[0]) - uint64(keys[m0&15])) >> 63
@@ -217,8 +237,11 @@ func (cl *classifier) lookup(c *matchers.Context, src, dst uint32, rows *rowSet)
 		}
 		at[0] = a0
 	case 2:
-		a0, a1 := cl.roots[0], cl.roots[1]
-		for range cl.depth {
+		t0, t1 := &cl.tabs[0], &cl.tabs[1]
+		s0 := table[t0.base+uint32(uint64(keys[t0.field&15])>>(t0.shift&63))]
+		s1 := table[t1.base+uint32(uint64(keys[t1.field&15])>>(t1.shift&63))]
+		a0, a1 := s0>>5, s1>>5
+		for range max(s0&31, s1&31) {
 			n0 := &nodes[a0]
 			m0 := n0.meta
 			x0 := (uint64(n0.cut[0]) - uint64(keys[m0&15])) >> 63
@@ -234,8 +257,13 @@ func (cl *classifier) lookup(c *matchers.Context, src, dst uint32, rows *rowSet)
 		}
 		at[0], at[1] = a0, a1
 	default:
-		a0, a1, a2, a3 := cl.roots[0], cl.roots[1], cl.roots[2], cl.roots[3]
-		for range cl.depth {
+		t0, t1, t2, t3 := &cl.tabs[0], &cl.tabs[1], &cl.tabs[2], &cl.tabs[3]
+		s0 := table[t0.base+uint32(uint64(keys[t0.field&15])>>(t0.shift&63))]
+		s1 := table[t1.base+uint32(uint64(keys[t1.field&15])>>(t1.shift&63))]
+		s2 := table[t2.base+uint32(uint64(keys[t2.field&15])>>(t2.shift&63))]
+		s3 := table[t3.base+uint32(uint64(keys[t3.field&15])>>(t3.shift&63))]
+		a0, a1, a2, a3 := s0>>5, s1>>5, s2>>5, s3>>5
+		for range max(s0&31, s1&31, s2&31, s3&31) {
 			n0 := &nodes[a0]
 			m0 := n0.meta
 			x0 := (uint64(n0.cut[0]) - uint64(keys[m0&15])) >> 63
@@ -265,7 +293,7 @@ func (cl *classifier) lookup(c *matchers.Context, src, dst uint32, rows *rowSet)
 	}
 	leaves := cl.leaves
 	rows.from = 0
-	for t, a := range at[:len(cl.roots)] {
+	for t, a := range at[:len(cl.tabs)] {
 		start := int32(nodes[a].cut[0])
 		rows.at[t] = leafRange{start, start, start + leaves[start-1].ref}
 	}
@@ -285,7 +313,7 @@ func (cl *classifier) first(rows *rowSet, from int) (int, bool) {
 	// addresses, when rules constrain them): a test of those alone is
 	// cheaper and, failing far more often than not, well predicted.
 	k0, k1 := rows.keys[0], rows.keys[1]
-	for t := range rows.at[:len(cl.roots)] {
+	for t := range rows.at[:len(cl.tabs)] {
 		at := &rows.at[t]
 		i := at.pos
 		if restart {
@@ -312,7 +340,7 @@ func (cl *classifier) first(rows *rowSet, from int) (int, bool) {
 
 // size returns the bytes the classifier holds, for CompiledBytes.
 func (cl *classifier) size() int {
-	n := int(unsafe.Sizeof(*cl)) + cap(cl.roots)*4 + cap(cl.nodes)*int(unsafe.Sizeof(treeNode{})) + cap(cl.leaves)*int(unsafe.Sizeof(leafEntry{})) + cap(cl.hits)*int(unsafe.Sizeof(ruleHit{}))
+	n := int(unsafe.Sizeof(*cl)) + cap(cl.tabs)*int(unsafe.Sizeof(rootTable{})) + cap(cl.table)*4 + cap(cl.nodes)*int(unsafe.Sizeof(treeNode{})) + cap(cl.leaves)*int(unsafe.Sizeof(leafEntry{})) + cap(cl.hits)*int(unsafe.Sizeof(ruleHit{}))
 	for _, names := range [][]string{cl.inNames, cl.outNames} {
 		n += cap(names) * int(unsafe.Sizeof(""))
 		for _, s := range names {
@@ -467,19 +495,50 @@ func buildClassifier(cons []ruleCons, prog []progRule) *classifier {
 			cl.hits[i] = ruleHit{counters: prog[i].counters, verdict: prog[i].verdict}
 		}
 	}
-	b.maxDepth = bits.Len(uint(len(root)/leafRules)) + extraDepth
 	parts := b.partition(root)
 	// The walks are unrolled for one tree, two and four: no tree walks
 	// as one empty leaf, three trees as four.
 	if len(parts) == 0 || len(parts) == 3 {
 		parts = append(parts, nil)
 	}
-	var binRoots []uint32
+	// Each tree's root table: the slices' rule lists, a subtree per
+	// distinct list (a subtree sends a rule down by its box alone, so
+	// it serves any slice with the same rules).
+	var binRoots []uint32 // per distinct subtree
+	var depths []int
+	var slots []int32 // per table slot, the index in binRoots
 	for _, part := range parts {
-		binRoots = append(binRoots, uint32(len(b.bin)))
-		b.build(part)
+		f, shift := b.chooseRoot(part)
+		cl.tabs = append(cl.tabs, rootTable{base: uint32(len(slots)), field: f, shift: uint8(shift)})
+		lists := b.slices(part, f, shift)
+		b.load, b.budget = 0, entriesPerRule*len(part)+minEntries/maxTrees
+		seen := map[string]int32{}
+		for i, l := range lists {
+			var key string
+			if len(l) > 0 {
+				key = string(unsafe.Slice((*byte)(unsafe.Pointer(&l[0])), 4*len(l)))
+			}
+			if j, ok := seen[key]; ok {
+				slots = append(slots, j)
+				continue
+			}
+			var region [numFields]ival
+			for g := range region {
+				region[g] = ival{0, b.maxKey[g]}
+			}
+			region[f] = ival{uint32(i) << shift, min(uint32((uint64(i)+1)<<shift-1), b.maxKey[f])}
+			j := int32(len(binRoots))
+			seen[key] = j
+			slots = append(slots, j)
+			binRoots = append(binRoots, uint32(len(b.bin)))
+			depths = append(depths, b.build(l, region))
+		}
 	}
-	b.pair(binRoots)
+	nodes := b.pair(binRoots)
+	cl.table = make([]uint32, len(slots))
+	for i, j := range slots {
+		cl.table[i] = nodes[j]<<5 | uint32(depths[j]+1)/2
+	}
 	cl.leaves = slices.Clip(cl.leaves)
 	return cl
 }
@@ -519,10 +578,12 @@ type treeBuilder struct {
 	fields []fieldID // the fields some rule constrains
 	// scratch for bestCut
 	los, his []uint64
-	maxDepth int    // leaves below which are not split
 	exact    []bool // per rule: its entries are exact (exactEntry)
 	bin      []binNode
-	depth    int // greatest leaf depth in bin
+	// load counts the entries, headers included, of the current tree's
+	// leaves built and of its nodes pending, were they leaves; budget
+	// bounds it (see build).
+	load, budget int
 }
 
 // treeTask is a node to build: its rules and region.
@@ -533,26 +594,27 @@ type treeTask struct {
 	region [numFields]ival
 }
 
-func (b *treeBuilder) build(root []int32) {
+// build builds the binary subtree over root (rules meeting region) at
+// the end of b.bin and returns its greatest leaf depth. A node is split
+// while it has more than leafRules rules, is less than extraDepth levels
+// below a balanced tree's depth, and the tree's load (its entries,
+// headers included, were its pending nodes leaves) stays within budget:
+// that bounds the leaves' size and, as every leaf has a header, the
+// nodes' number.
+func (b *treeBuilder) build(root []int32, region [numFields]ival) int {
 	cl := b.cl
-	budget := entriesPerRule*len(root) + minEntries/maxTrees
-	// load counts the entries, headers included, of the leaves built
-	// and of the nodes pending, were they leaves: it bounds the leaves'
-	// size and, as every leaf has a header, the nodes' number.
-	load := len(root) + 1
-	var region [numFields]ival
-	for f := range region {
-		region[f] = ival{0, b.maxKey[f]}
-	}
+	b.load += len(root) + 1
+	maxDepth := bits.Len(uint(len(root)/leafRules)) + extraDepth
+	depth := 0
 	queue := []treeTask{{node: int32(len(b.bin)), rules: root, region: region}}
 	b.bin = append(b.bin, binNode{})
 	for len(queue) > 0 {
 		t := queue[0]
 		queue[0] = treeTask{}
 		queue = queue[1:]
-		if len(t.rules) > leafRules && t.depth < b.maxDepth {
-			if f, cut, nl, nr, ok := b.bestCut(t.rules, &t.region); ok && load+nl+nr+1-len(t.rules) <= budget && len(b.bin)+2 <= maxNodes/2-maxTrees {
-				load += nl + nr + 1 - len(t.rules)
+		if len(t.rules) > leafRules && t.depth < maxDepth {
+			if f, cut, nl, nr, ok := b.bestCut(t.rules, &t.region); ok && b.load+nl+nr+1-len(t.rules) <= b.budget && len(b.bin)+2 <= maxNodes/4 {
+				b.load += nl + nr + 1 - len(t.rules)
 				left := make([]int32, 0, nl)
 				right := make([]int32, 0, nr)
 				for _, r := range t.rules {
@@ -590,20 +652,81 @@ func (b *treeBuilder) build(root []int32) {
 			}
 			cl.leaves = append(cl.leaves, e)
 		}
-		b.depth = max(b.depth, t.depth)
+		depth = max(depth, t.depth)
 	}
+	return depth
+}
+
+// chooseRoot picks the field and shift of a root table for rules: the
+// slices of key >> shift that leave the rules' subtrees shallowest, by
+// the rules' mean of log2 of their slice's rules (a packet's walk is as
+// long as the subtree of its slice), among those copying each rule into
+// at most rootCopies slices on average. shift 32 (one slot) when no
+// table saves two levels.
+func (b *treeBuilder) chooseRoot(rules []int32) (fieldID, int) {
+	cost := func(n int) float64 { return math.Log2(float64(max(n, leafRules)) / leafRules) }
+	bestF, bestShift := fSrc, 32
+	best := cost(len(rules)) - 2
+	var count []int32
+	for _, f := range []fieldID{fSrc, fDst, fSport, fDport} {
+		if !slices.Contains(b.fields, f) {
+			continue
+		}
+		width := bits.Len32(b.maxKey[f])
+		for k := 2; k <= maxRootBits && k <= width; k++ {
+			shift := width - k
+			size := int(b.maxKey[f]>>shift) + 1
+			count = slices.Grow(count[:0], size+1)[:size+1]
+			clear(count)
+			copies := 0
+			for _, r := range rules {
+				box := b.boxes[r][f]
+				lo, hi := int(box.lo>>shift), int(box.hi>>shift)
+				count[lo]++
+				count[hi+1]--
+				copies += hi - lo + 1
+			}
+			if copies > rootCopies*len(rules)+size {
+				break
+			}
+			var sum float64
+			n := int32(0)
+			for _, c := range count[:size] {
+				n += c
+				sum += float64(n) * cost(int(n))
+			}
+			if c := sum / float64(copies); c < best {
+				best, bestF, bestShift = c, f, shift
+			}
+		}
+	}
+	return bestF, bestShift
+}
+
+// slices returns, per slot of the root table on field f at shift, the
+// rules (in chain order) whose box meets the slot's slice.
+func (b *treeBuilder) slices(rules []int32, f fieldID, shift int) [][]int32 {
+	lists := make([][]int32, int(uint64(b.maxKey[f])>>shift)+1)
+	for _, r := range rules {
+		box := b.boxes[r][f]
+		for i := uint64(box.lo) >> shift; i <= uint64(box.hi)>>shift; i++ {
+			lists[i] = append(lists[i], r)
+		}
+	}
+	return lists
 }
 
 // pair lays the binary trees at roots out as treeNodes, two levels each,
-// breadth first. A leaf below an inner node on one side takes both of
-// that side's grandchild slots (the second is never reached).
-func (b *treeBuilder) pair(roots []uint32) {
+// breadth first, and returns the root nodes. A leaf below an inner node
+// on one side takes both of that side's grandchild slots (the second is
+// never reached).
+func (b *treeBuilder) pair(roots []uint32) []uint32 {
 	cl := b.cl
-	cl.depth = (b.depth + 1) / 2
 	type job struct{ bin, node uint32 }
 	var queue []job
+	var nodes []uint32
 	for _, r := range roots {
-		cl.roots = append(cl.roots, uint32(len(cl.nodes)))
+		nodes = append(nodes, uint32(len(cl.nodes)))
 		queue = append(queue, job{r, uint32(len(cl.nodes))})
 		cl.nodes = append(cl.nodes, treeNode{})
 	}
@@ -637,6 +760,7 @@ func (b *treeBuilder) pair(roots []uint32) {
 		cl.nodes[j.node] = n
 	}
 	cl.nodes = slices.Clip(cl.nodes)
+	return nodes
 }
 
 // partition splits rules (in chain order) into at most maxTrees parts, so
