@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 
@@ -86,9 +88,17 @@ rule covers them too), or otherwise, and how many rules decided packets.
 --sweep rules=10,100,1000,10000 measures each size: generated sets are
 generated at each size, a --classbench or --rules set is cut to its first
 rules (a jump counts with the rules it reaches); traffic is generated anew
-for each size unless it comes from --pcap or --synth. --plot F.svg draws
-packets per CPU second of each worker against rules (log axes; with
---kernel, the kernel's rates too).
+for each size unless it comes from --pcap or --synth. The sizes are
+measured side by side, since a shared machine's speed drifts over seconds:
+--rounds N (3; 1 without --sweep) splits each measurement into N rounds of
+duration/N, each round measuring every size (each at every --workers
+count) in turn, in alternating directions; the figures are over all rounds
+(p50 and p99: the median round's). The column "vs R rules" is the
+throughput relative to the smallest size measured in the same round (its
+cpu ns/pkt over this size's): the median over the rounds, then the
+smallest and largest. Compiling, checking, profiling and --kernel run once
+per size. --plot F.svg draws packets per CPU second of each worker against
+rules (log axes; with --kernel, the kernel's rates too).
 
 --kernel also runs the rule set's filter table and the same packets
 through the kernel: iptables-restore in a network namespace that forwards
@@ -109,7 +119,9 @@ and every rule's packet counter in the kernel is compared with qtables'.
 Output: a table, or with --json one object per measured configuration
 (an array when there is more than one) with the keys rules, packets,
 pps, pps_per_core, ns_per_packet, ns_p50, ns_p99, allocs_per_packet,
-compiled_bytes, compile_ms, workers and more.`
+compiled_bytes, compile_ms, workers, rounds, round_cpu_ns_per_packet
+(one per round) and more; with --sweep ratio_to_first (0.46 for 46%),
+ratio_to_first_min and ratio_to_first_max.`
 
 type benchOptions struct {
 	rules, classbench, gen string
@@ -117,6 +129,7 @@ type benchOptions struct {
 	table, chain, in, out  string
 	duration               time.Duration
 	workers                int
+	rounds                 int
 	json                   bool
 	sweep, plot            string
 	top                    int
@@ -136,6 +149,12 @@ func newBenchCmd() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.trafficSet = cmd.Flags().Changed("traffic")
+			if !cmd.Flags().Changed("rounds") {
+				o.rounds = 1
+				if o.sweep != "" {
+					o.rounds = 3
+				}
+			}
 			return runBench(cmd, &o)
 		},
 	}
@@ -152,6 +171,7 @@ func newBenchCmd() *cobra.Command {
 	f.StringVarP(&o.out, "out-interface", "o", "", "output interface name the packets leave on")
 	f.DurationVar(&o.duration, "duration", 3*time.Second, "how long each configuration is measured")
 	f.IntVar(&o.workers, "workers", 1, "measure 1, 2, 4, ... up to `N` concurrent workers")
+	f.IntVar(&o.rounds, "rounds", 0, "split each measurement into `N` rounds interleaved across sweep sizes (default 3 with --sweep, 1 without)")
 	f.BoolVar(&o.json, "json", false, "print JSON instead of tables")
 	f.StringVar(&o.sweep, "sweep", "", "measure rule-set sizes: rules=N,N,...")
 	f.StringVar(&o.plot, "plot", "", "with --sweep, write an SVG plot of pps per core against rules (and the kernel's, with --kernel) to `FILE`")
@@ -223,6 +243,19 @@ type benchRecord struct {
 	// evaluates (below 1: slower). Absent when the kernel's figure is
 	// within twice its noise.
 	KernelRatio float64 `json:"kernel_ratio,omitempty"`
+	// Rounds is the number of rounds the measurement was split into (see
+	// measureRounds); RoundCPUNsPerPacket the CPU time per packet of each,
+	// in the order measured.
+	Rounds              int       `json:"rounds"`
+	RoundCPUNsPerPacket []float64 `json:"round_cpu_ns_per_packet"`
+	// RatioToFirst (with --sweep): this size's throughput relative to
+	// the first (smallest) size's at the same worker count, measured in
+	// the same round: the first's CPU time per packet over this one's
+	// (worker time where CPU time is unknown). The median over the
+	// rounds, and their smallest and largest.
+	RatioToFirst    float64 `json:"ratio_to_first,omitempty"`
+	RatioToFirstMin float64 `json:"ratio_to_first_min,omitempty"`
+	RatioToFirstMax float64 `json:"ratio_to_first_max,omitempty"`
 }
 
 // kernelRecord is the kernel's side of --kernel.
@@ -293,6 +326,10 @@ func runBench(cmd *cobra.Command, o *benchOptions) error {
 		return benchUsage(cmd, errors.New("--workers must be at least 1"))
 	case o.duration <= 0:
 		return benchUsage(cmd, errors.New("--duration must be positive"))
+	case o.rounds < 1:
+		return benchUsage(cmd, fmt.Errorf("--rounds %d: must be at least 1", o.rounds))
+	case o.duration/time.Duration(o.rounds) < time.Millisecond:
+		return benchUsage(cmd, fmt.Errorf("--rounds %d: --duration %v leaves less than 1ms a round", o.rounds, o.duration))
 	case o.plot != "" && o.sweep == "":
 		return benchUsage(cmd, errors.New("--plot needs --sweep"))
 	case o.sweep != "" && (o.saveRules != "" || o.saveCapture != ""):
@@ -486,17 +523,31 @@ func runBench(cmd *cobra.Command, o *benchOptions) error {
 	stdout := bufio.NewWriter(cmd.OutOrStdout())
 	defer stdout.Flush()
 	stderr := cmd.ErrOrStderr()
-	var records []benchRecord
+	var prepared []*preparedCase
 	failed := false
 	for _, bc := range cases {
-		recs, ok, err := measureCase(cmd, o, bc, kern)
+		pc, err := prepareCase(o, bc, kern)
 		if err != nil {
 			return err
 		}
-		failed = failed || !ok
+		failed = failed || !pc.ok
+		prepared = append(prepared, pc)
+	}
+	counts := workerCounts(o.workers)
+	ms, err := measureRounds(cmd.Context(), prepared, counts, o.rounds, o.duration)
+	if err != nil {
+		return err
+	}
+	var records []benchRecord
+	for i, pc := range prepared {
+		var first [][]bench.Measurement
+		if sizes != nil {
+			first = ms[0]
+		}
+		recs := caseRecords(o, pc, counts, ms[i], first)
 		records = append(records, recs...)
 		if !o.json && sizes == nil {
-			printCase(stdout, bc, recs, o.top)
+			printCase(stdout, pc.bc, recs, o.top)
 		}
 	}
 	if o.json {
@@ -528,12 +579,21 @@ func runBench(cmd *cobra.Command, o *benchOptions) error {
 	return nil
 }
 
-// measureCase checks, profiles and measures one rule set; ok is false when
-// the first-match check failed.
-func measureCase(cmd *cobra.Command, o *benchOptions, bc *benchCase, kern *bench.Kernel) ([]benchRecord, bool, error) {
+// preparedCase is a rule set ready to measure: compiled, checked against
+// linear first match, profiled and (with --kernel) run through the kernel.
+type preparedCase struct {
+	bc   *benchCase
+	w    *bench.Workload
+	base benchRecord // all but the throughput measurement
+	ok   bool        // the first-match check passed
+}
+
+// prepareCase does everything for one rule set that is done once, before
+// the throughput measurement (measureRounds).
+func prepareCase(o *benchOptions, bc *benchCase, kern *bench.Kernel) (*preparedCase, error) {
 	w, err := bench.NewWorkload(bc.rs, o.table, o.chain, o.in, o.out, bc.frames)
 	if err != nil {
-		return nil, false, err
+		return nil, err
 	}
 	base := benchRecord{
 		Rules: w.Reachable, Source: bc.source, Table: w.Table, Chain: w.Chain,
@@ -548,7 +608,7 @@ func measureCase(cmd *cobra.Command, o *benchOptions, bc *benchCase, kern *bench
 	// whichever is longer, is spent.
 	cs, err := w.MeasureCompile(3, max(o.duration, time.Second))
 	if err != nil {
-		return nil, false, err
+		return nil, err
 	}
 	base.CompiledBytes, base.CompileMs, base.CompileRuns = cs.Bytes, round(float64(cs.Time)/1e6, 3), cs.Runs
 	ok := true
@@ -592,7 +652,7 @@ func measureCase(cmd *cobra.Command, o *benchOptions, bc *benchCase, kern *bench
 		}
 		kc, err := kern.Compare(bc.rs, bc.frames, verdicts, o.duration)
 		if err != nil {
-			return nil, false, fmt.Errorf("--kernel: %w", err)
+			return nil, fmt.Errorf("--kernel: %w", err)
 		}
 		// Agreement: one pass through each, then every counter compared.
 		bc.rs.ZeroCounters()
@@ -600,7 +660,7 @@ func measureCase(cmd *cobra.Command, o *benchOptions, bc *benchCase, kern *bench
 		ours := bench.CountsOf(bc.rs)
 		theirs, err := kern.Counts(bc.rs, bc.frames)
 		if err != nil {
-			return nil, false, fmt.Errorf("--kernel: %w", err)
+			return nil, fmt.Errorf("--kernel: %w", err)
 		}
 		diffs := ours.Diff(theirs, 10)
 		base.Kernel = &kernelRecord{
@@ -611,14 +671,58 @@ func measureCase(cmd *cobra.Command, o *benchOptions, bc *benchCase, kern *bench
 			Sent: kc.Rules.Sent, Counted: kc.Rules.Counted, Excluded: bc.excluded,
 		}
 	}
+	return &preparedCase{bc: bc, w: w, base: base, ok: ok}, nil
+}
+
+// measureRounds measures the throughput of every case at every worker
+// count in rounds: each round measures each case for duration/rounds, in
+// the order of bench.RoundOrder (alternating direction), and the worker
+// counts of a case one after the other. On a machine whose speed drifts,
+// the cases of one round see about the same machine, so their ratios
+// (caseRecords) hold better than their rates. The result is indexed
+// [case][worker count][round].
+func measureRounds(ctx context.Context, cases []*preparedCase, counts []int, rounds int, duration time.Duration) ([][][]bench.Measurement, error) {
+	out := make([][][]bench.Measurement, len(cases))
+	for i := range out {
+		out[i] = make([][]bench.Measurement, len(counts))
+		for j := range out[i] {
+			out[i][j] = make([]bench.Measurement, rounds)
+		}
+	}
+	per := duration / time.Duration(rounds)
+	for r, order := range bench.RoundOrder(len(cases), rounds) {
+		for _, i := range order {
+			for j, n := range counts {
+				m, err := cases[i].w.Measure(ctx, bench.Config{Duration: per, Workers: n})
+				if err != nil {
+					return nil, err
+				}
+				out[i][j][r] = m
+			}
+		}
+	}
+	return out, nil
+}
+
+// caseRecords makes one record per worker count of a case from its
+// rounds ms ([worker count][round]), combined (bench.CombineRounds). With
+// first, the rounds of the sweep's first size, each record has the ratio
+// of throughputs to it (ratioToFirst).
+func caseRecords(o *benchOptions, pc *preparedCase, counts []int, ms, first [][]bench.Measurement) []benchRecord {
 	var recs []benchRecord
 	var pps1 float64
-	for _, n := range workerCounts(o.workers) {
-		m, err := w.Measure(cmd.Context(), bench.Config{Duration: o.duration, Workers: n})
-		if err != nil {
-			return nil, false, err
+	for j, n := range counts {
+		m := bench.CombineRounds(ms[j])
+		r := pc.base
+		r.Rounds = len(ms[j])
+		r.RoundCPUNsPerPacket = make([]float64, len(ms[j]))
+		for k, rm := range ms[j] {
+			r.RoundCPUNsPerPacket[k] = round(rm.CPUNsPerPacket, 1)
 		}
-		r := base
+		if first != nil {
+			med, lo, hi := ratioToFirst(first[j], ms[j])
+			r.RatioToFirst, r.RatioToFirstMin, r.RatioToFirstMax = round(med, 4), round(lo, 4), round(hi, 4)
+		}
 		r.Workers, r.Packets = n, m.Packets
 		r.PPS, r.PPSPerCore, r.NsPerPacket = round(m.PPS, 0), round(m.PPSPerCore, 0), round(m.NsPerPacket, 1)
 		r.CPUNsPerPacket, r.CPUShare = round(m.CPUNsPerPacket, 1), round(m.CPUShare, 3)
@@ -641,7 +745,33 @@ func measureCase(cmd *cobra.Command, o *benchOptions, bc *benchCase, kern *bench
 		}
 		recs = append(recs, r)
 	}
-	return recs, ok, nil
+	return recs
+}
+
+// ratioToFirst is, per round, the throughput of the rounds ms relative to
+// first's in the same round (first's cost per packet over ms'), and the
+// median, smallest and largest of those ratios. Cost is CPU time per
+// packet where both have it, else worker time.
+func ratioToFirst(first, ms []bench.Measurement) (med, lo, hi float64) {
+	var rs []float64
+	for k := range min(len(first), len(ms)) {
+		f, m := first[k].CPUNsPerPacket, ms[k].CPUNsPerPacket
+		if f <= 0 || m <= 0 {
+			f, m = first[k].NsPerPacket, ms[k].NsPerPacket
+		}
+		if f > 0 && m > 0 {
+			rs = append(rs, f/m)
+		}
+	}
+	if len(rs) == 0 {
+		return 0, 0, 0
+	}
+	sort.Float64s(rs)
+	med = rs[len(rs)/2]
+	if len(rs)%2 == 0 {
+		med = (rs[len(rs)/2-1] + rs[len(rs)/2]) / 2
+	}
+	return med, rs[0], rs[len(rs)-1]
 }
 
 // workerCounts is 1, 2, 4, ... below n, then n.
@@ -750,7 +880,11 @@ func printCase(w io.Writer, bc *benchCase, recs []benchRecord, top int) {
 			r.NsPerPacket, r.CPUNsPerPacket, r.NsP50, r.NsP99, r.AllocsPerPacket, 100*r.CPUShare, sp)
 		busy = busy || (r.CPUShare > 0 && r.CPUShare < 0.9)
 	}
-	fmt.Fprintf(w, "(%.1fs per configuration, %d latency samples at 1 worker, clock read %.0f ns subtracted)\n", r.DurationS, r.LatencySamples, r.ClockNs)
+	rounds := ""
+	if r.Rounds > 1 {
+		rounds = fmt.Sprintf(" in %d rounds", r.Rounds)
+	}
+	fmt.Fprintf(w, "(%.1fs per configuration%s, %d latency samples at 1 worker, clock read %.0f ns subtracted)\n", r.DurationS, rounds, r.LatencySamples, r.ClockNs)
 	if busy {
 		fmt.Fprintln(w, "note: the workers got less than 90% of their CPUs (other processes, or more workers than cores): pps and ns/pkt understate; cpu ns/pkt is the cost")
 	}
@@ -801,19 +935,28 @@ func printCase(w io.Writer, bc *benchCase, recs []benchRecord, top int) {
 }
 
 func printSweep(w io.Writer, recs []benchRecord) {
-	fmt.Fprintf(w, "%8s %8s %10s %10s %10s %10s %9s %9s %11s %5s %8s %11s %10s  %s\n", "rules", "workers", "pps", "pps/core", "ns/pkt", "cpu ns/pkt", "p50 ns", "p99 ns", "allocs/pkt", "cpu", "visits", "compiled", "compile ms", "first match")
+	vs := "vs first"
+	if len(recs) > 0 {
+		vs = fmt.Sprintf("vs %d rules", recs[0].Rules)
+	}
+	fmt.Fprintf(w, "%8s %8s %10s %10s %10s %10s %15s %9s %9s %11s %5s %8s %11s %10s  %s\n", "rules", "workers", "pps", "pps/core", "ns/pkt", "cpu ns/pkt", vs, "p50 ns", "p99 ns", "allocs/pkt", "cpu", "visits", "compiled", "compile ms", "first match")
 	busy := false
 	for _, r := range recs {
 		fm := "-"
 		if r.FirstMatch != nil {
 			fm = fmt.Sprintf("%d/%d agree", r.FirstMatch.Agree, r.FirstMatch.Packets)
 		}
-		fmt.Fprintf(w, "%8d %8d %10s %10s %10.1f %10.1f %9.0f %9.0f %11.4f %4.0f%% %8.1f %11s %10.2f  %s\n", r.Rules, r.Workers, human(r.PPS), human(r.PPSPerCore),
-			r.NsPerPacket, r.CPUNsPerPacket, r.NsP50, r.NsP99, r.AllocsPerPacket, 100*r.CPUShare, r.VisitsPerPacket, humanBytes(r.CompiledBytes), r.CompileMs, fm)
+		fmt.Fprintf(w, "%8d %8d %10s %10s %10.1f %10.1f %s %9.0f %9.0f %11.4f %4.0f%% %8.1f %11s %10.2f  %s\n", r.Rules, r.Workers, human(r.PPS), human(r.PPSPerCore),
+			r.NsPerPacket, r.CPUNsPerPacket, padLeft(ratioCell(r), 15), r.NsP50, r.NsP99, r.AllocsPerPacket, 100*r.CPUShare, r.VisitsPerPacket, humanBytes(r.CompiledBytes), r.CompileMs, fm)
 		busy = busy || (r.CPUShare > 0 && r.CPUShare < 0.9)
 	}
 	if len(recs) > 0 {
-		fmt.Fprintf(w, "(source %s, cut or generated at each size; traffic %s; %.1fs per configuration)\n", recs[0].Source, recs[0].Traffic, recs[0].DurationS)
+		fmt.Fprintf(w, "(source %s, cut or generated at each size; traffic %s; %.1fs per configuration", recs[0].Source, recs[0].Traffic, recs[0].DurationS)
+		if n := recs[0].Rounds; n > 1 {
+			fmt.Fprintf(w, " in %d rounds interleaved across sizes", n)
+		}
+		fmt.Fprintf(w, ")\n(%s: throughput relative to the %d-rule set at the same workers in the same round, its cpu ns/pkt over this one's; median over %s)\n",
+			vs, recs[0].Rules, roundsPhrase(recs[0].Rounds))
 	}
 	header := false
 	for _, r := range recs {
@@ -841,6 +984,36 @@ func printSweep(w io.Writer, recs []benchRecord) {
 	if busy {
 		fmt.Fprintln(w, "note: the workers got less than 90% of their CPUs (other processes, or more workers than cores): pps and ns/pkt understate; cpu ns/pkt is the cost")
 	}
+}
+
+// ratioCell is a sweep record's ratio to the first size as a percentage,
+// with the range over the rounds when they differ: "46% 41–52%".
+func ratioCell(r benchRecord) string {
+	if r.RatioToFirst <= 0 {
+		return "-"
+	}
+	pct := func(v float64) string { return strconv.FormatFloat(100*v, 'f', 0, 64) }
+	lo, hi := pct(r.RatioToFirstMin), pct(r.RatioToFirstMax)
+	if lo == hi {
+		return pct(r.RatioToFirst) + "%"
+	}
+	return pct(r.RatioToFirst) + "% " + lo + "–" + hi + "%"
+}
+
+func roundsPhrase(n int) string {
+	if n == 1 {
+		return "1 round"
+	}
+	return fmt.Sprintf("%d rounds, min–max", n)
+}
+
+// padLeft pads s with spaces on the left to width characters (runes, not
+// bytes as fmt counts them: the range holds an en dash).
+func padLeft(s string, width int) string {
+	if n := utf8.RuneCountInString(s); n < width {
+		return strings.Repeat(" ", width-n) + s
+	}
+	return s
 }
 
 // sweepPlot draws packets per CPU second per core (1 / cpu ns per packet;
