@@ -5,11 +5,14 @@ import (
 	"encoding/json"
 	"encoding/xml"
 	"errors"
+	"math"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
+	"github.com/qtables/qtables/bench"
 	"github.com/qtables/qtables/engine"
 	"github.com/qtables/qtables/internal/kerneltest"
 )
@@ -165,6 +168,179 @@ func TestBenchSweepAndPlot(t *testing.T) {
 	}
 	if err := xml.Unmarshal(svg, new(struct{})); err != nil || !bytes.Contains(svg, []byte("<polyline")) {
 		t.Errorf("plot is not an SVG line plot: %v", err)
+	}
+}
+
+func TestBenchSweepRounds(t *testing.T) {
+	out, errs, code := runBenchCmd(t, "bench", "--gen", "acl", "--traffic", "packets=400", "--sweep", "rules=100,10", "--rounds", "2", "--duration", "200ms")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	lines := strings.Split(out, "\n")
+	if len(lines) < 3 || !strings.Contains(lines[0], "vs 10 rules") {
+		t.Fatalf("no ratio column in the header:\n%s", out)
+	}
+	// The 10-rule row is compared with itself in each round: exactly 100%,
+	// with no range. The 100-rule row has a percentage.
+	// After rules, workers, pps, pps/core, ns/pkt and cpu ns/pkt: the
+	// median ratio, then its range over the rounds unless they agree.
+	first, second := strings.Fields(lines[1]), strings.Fields(lines[2])
+	if first[0] != "10" || first[6] != "100%" || strings.Contains(first[7], "%") {
+		t.Errorf("first row: want 100%% and no range under %q:\n%s", "vs 10 rules", out)
+	}
+	pct := func(s string) int {
+		n, err := strconv.Atoi(strings.TrimSuffix(s, "%"))
+		if err != nil || !strings.HasSuffix(s, "%") || n <= 0 {
+			t.Errorf("%q is not a percentage:\n%s", s, out)
+		}
+		return n
+	}
+	med := pct(second[6])
+	if lo, hi, ok := strings.Cut(second[7], "–"); second[0] != "100" || ok && !(pct(lo+"%") <= med && med <= pct(hi)) {
+		t.Errorf("second row: median %q, range %q:\n%s", second[6], second[7], out)
+	}
+	if !strings.Contains(out, "in 2 rounds interleaved across sizes") || !strings.Contains(out, "median over 2 rounds") {
+		t.Errorf("no note on the rounds:\n%s", out)
+	}
+
+	out, errs, code = runBenchCmd(t, "bench", "--gen", "acl", "--traffic", "packets=400", "--sweep", "rules=10,100", "--rounds", "2", "--workers", "2", "--duration", "80ms", "--json")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	var recs []map[string]any
+	if err := json.Unmarshal([]byte(out), &recs); err != nil {
+		t.Fatalf("not a JSON array: %v\n%s", err, out)
+	}
+	// Sizes 10 and 100, each at 1 and 2 workers.
+	if len(recs) != 4 {
+		t.Fatalf("%d records, want 4", len(recs))
+	}
+	rounds := func(r map[string]any) []float64 {
+		var out []float64
+		vs, _ := r["round_cpu_ns_per_packet"].([]any)
+		for _, v := range vs {
+			f, _ := v.(float64)
+			out = append(out, f)
+		}
+		return out
+	}
+	for i, r := range recs {
+		assertBenchRecord(t, r)
+		wantRules, wantWorkers := []float64{10, 10, 100, 100}[i], float64(i%2+1)
+		if r["rules"] != wantRules || r["workers"] != wantWorkers {
+			t.Fatalf("record %d: rules %v workers %v, want %v %v", i, r["rules"], r["workers"], wantRules, wantWorkers)
+		}
+		rs := rounds(r)
+		if r["rounds"] != float64(2) || len(rs) != 2 || rs[0] <= 0 || rs[1] <= 0 {
+			t.Errorf("record %d: rounds %v, round_cpu_ns_per_packet %v", i, r["rounds"], r["round_cpu_ns_per_packet"])
+		}
+		med, _ := r["ratio_to_first"].(float64)
+		lo, _ := r["ratio_to_first_min"].(float64)
+		hi, _ := r["ratio_to_first_max"].(float64)
+		if i < 2 {
+			if med != 1 || lo != 1 || hi != 1 {
+				t.Errorf("first size, %v workers: ratio %v (%v-%v), want 1 in every round", wantWorkers, med, lo, hi)
+			}
+			continue
+		}
+		// Each round's ratio is the first size's CPU time per packet in
+		// that round, at the same workers, over this one's; of two rounds
+		// the median is their mean.
+		fr := rounds(recs[i-2])
+		r0, r1 := fr[0]/rs[0], fr[1]/rs[1]
+		near := func(got, want float64) bool { return math.Abs(got-want) <= 0.01*want }
+		if !near(lo, math.Min(r0, r1)) || !near(hi, math.Max(r0, r1)) || !near(med, (r0+r1)/2) {
+			t.Errorf("record %d: ratio %v (%v-%v), from the rounds %v and %v: %v, %v", i, med, lo, hi, fr, rs, r0, r1)
+		}
+	}
+	// The combined figures are over both rounds: the CPU time per packet
+	// lies between the rounds'.
+	for i, r := range recs {
+		rs := rounds(r)
+		cpu, _ := r["cpu_ns_per_packet"].(float64)
+		if cpu < math.Min(rs[0], rs[1])-0.1 || cpu > math.Max(rs[0], rs[1])+0.1 {
+			t.Errorf("record %d: cpu_ns_per_packet %v outside its rounds %v", i, cpu, rs)
+		}
+	}
+}
+
+func TestBenchRoundsDefault(t *testing.T) {
+	// 3 rounds with --sweep, 1 without; no ratio without --sweep.
+	for _, tc := range []struct {
+		args   []string
+		rounds float64
+	}{
+		{[]string{"--sweep", "rules=10,20"}, 3},
+		{nil, 1},
+	} {
+		args := append([]string{"bench", "--gen", "acl,rules=10", "--traffic", "packets=200", "--duration", "30ms", "--json"}, tc.args...)
+		out, errs, code := runBenchCmd(t, args...)
+		if code != 0 {
+			t.Fatalf("%v: exit %d: %s", tc.args, code, errs)
+		}
+		var recs []map[string]any
+		if tc.args == nil {
+			var rec map[string]any
+			if err := json.Unmarshal([]byte(out), &rec); err != nil {
+				t.Fatal(err)
+			}
+			recs = append(recs, rec)
+		} else if err := json.Unmarshal([]byte(out), &recs); err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range recs {
+			if r["rounds"] != tc.rounds {
+				t.Errorf("%v: rounds %v, want %v", tc.args, r["rounds"], tc.rounds)
+			}
+			if rs, _ := r["round_cpu_ns_per_packet"].([]any); float64(len(rs)) != tc.rounds {
+				t.Errorf("%v: round_cpu_ns_per_packet %v", tc.args, r["round_cpu_ns_per_packet"])
+			}
+			if _, ok := r["ratio_to_first"]; ok != (tc.args != nil) {
+				t.Errorf("%v: ratio_to_first %v", tc.args, r["ratio_to_first"])
+			}
+		}
+	}
+}
+
+func TestBenchRoundsUsage(t *testing.T) {
+	for _, args := range [][]string{
+		{"bench", "--rounds", "0"},
+		{"bench", "--sweep", "rules=10,100", "--rounds", "-1"},
+		{"bench", "--rounds", "5", "--duration", "4ms"},
+	} {
+		if _, errs, code := runBenchCmd(t, args...); code != 2 || !strings.Contains(errs, "qtables bench: --rounds") {
+			t.Errorf("%v: exit %d, stderr %q; want 2 and a message naming --rounds", args, code, errs)
+		}
+	}
+}
+
+func TestRatioToFirst(t *testing.T) {
+	cpu := func(ns ...float64) []bench.Measurement {
+		out := make([]bench.Measurement, len(ns))
+		for i, n := range ns {
+			out[i] = bench.Measurement{CPUNsPerPacket: n, NsPerPacket: 10 * n}
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name        string
+		first, ms   []bench.Measurement
+		med, lo, hi float64
+	}{
+		{"itself", cpu(100, 300), cpu(100, 300), 1, 1, 1},
+		{"half", cpu(100), cpu(200), 0.5, 0.5, 0.5},
+		// Per round 0.5, 0.25, 0.4: the median is the middle one, not the
+		// ratio of the sums.
+		{"three rounds", cpu(100, 100, 200), cpu(200, 400, 500), 0.4, 0.25, 0.5},
+		{"two rounds: mean", cpu(100, 300), cpu(200, 400), 0.625, 0.5, 0.75},
+		// Without CPU time in a round, that round compares wall times.
+		{"wall fallback", []bench.Measurement{{NsPerPacket: 100}}, []bench.Measurement{{CPUNsPerPacket: 5, NsPerPacket: 400}}, 0.25, 0.25, 0.25},
+		{"nothing", nil, nil, 0, 0, 0},
+	} {
+		med, lo, hi := ratioToFirst(tc.first, tc.ms)
+		if math.Abs(med-tc.med) > 1e-12 || math.Abs(lo-tc.lo) > 1e-12 || math.Abs(hi-tc.hi) > 1e-12 {
+			t.Errorf("%s: %v (%v-%v), want %v (%v-%v)", tc.name, med, lo, hi, tc.med, tc.lo, tc.hi)
+		}
 	}
 }
 
