@@ -33,9 +33,11 @@ type classifier struct {
 	// A tree's root is a table indexed by the top bits of one field's
 	// key, each slot a subtree over the rules meeting its slice.
 	tabs []rootTable
-	// table holds the root tables' slots: a subtree's root node << 5
-	// | the steps of its walk (half its leaf depth, rounded up).
-	table []uint32
+	// table holds the root tables' slots: the first rule of a subtree
+	// << 32 | its root node << 5 | the steps of its walk (half its leaf
+	// depth, rounded up). A tree whose slot starts after the best
+	// candidate so far is not walked.
+	table []uint64
 	// nodes holds every subtree, in breadth-first order.
 	nodes []treeNode
 	// leaves holds every leaf: a header entry whose rule is the leaf's
@@ -48,6 +50,10 @@ type classifier struct {
 	// (see ifaceSets); nil when no rule constrains the field.
 	inNames, outNames []string
 	markMask          uint32
+	// l4Keys is set when a field keyed on the transport header (ports,
+	// ICMP type, TCP flags) is used, rawKeys when the ICMP type or TCP
+	// flags are: then the header is read even for TCP and UDP.
+	l4Keys, rawKeys bool
 	// hits holds, per rule whose leaf entries are exact, what evaluation
 	// needs to finish on a hit without reading the rule (which, at 10,000
 	// rules, is cold: the progRule, its matches and their objects): its
@@ -73,8 +79,8 @@ type ruleHit struct {
 // side rather than the first of the upper saves an instruction a
 // compare.) A leaf at index i has every field leafTag, whose key is
 // always 0, not past its cuts, and meta>>12 == i: it is its own child.
-// Its cuts are where its rules start in leaves, after their header at
-// leaves[cut-1].
+// cut[0] and cut[1] are where its entries start and end in leaves (after
+// their header at leaves[cut[0]-1]).
 type treeNode struct {
 	cut  [3]uint32
 	meta uint32
@@ -94,7 +100,7 @@ type rootTable struct {
 }
 
 // slot returns the packet's slot of the root table.
-func (t *rootTable) slot(table []uint32, keys *keyArray) uint32 {
+func (t *rootTable) slot(table []uint64, keys *keyArray) uint64 {
 	return table[t.base+uint32(uint64(keys[t.field&15])>>(t.shift&63))]
 }
 
@@ -120,29 +126,43 @@ const leafTag = 15
 // node's 4-bit field needs no bounds check.
 type keyArray [16]uint32
 
-// packetKeys reads every integer field's key (see fieldKey).
-func packetKeys(c *matchers.Context, src, dst, markMask uint32, k *keyArray) {
+// packetKeys reads the key of every integer field the classifier uses
+// (see fieldKey). The transport keys are the first bytes of the
+// transport header, whatever the protocol; for TCP and UDP the view holds
+// the ports, decoded from the same bytes, beside the addresses: unless a
+// rule constrains the ICMP type or TCP flags, a TCP or UDP packet's own
+// bytes, which at 10,000 rules are a cache miss of their own, are not
+// read.
+func (cl *classifier) packetKeys(c *matchers.Context, src, dst uint32, k *keyArray) {
 	p := c.Pkt
 	k[fSrc], k[fDst], k[fProto] = src, dst, uint32(p.Proto)
 	k[fFrag] = 0
 	if p.FragOff() != 0 {
 		k[fFrag] = 1
 	}
+	k[fMark] = c.Mark & cl.markMask
+	if p.HasPorts && !cl.rawKeys {
+		k[fSport], k[fDport] = uint32(p.SrcPort), uint32(p.DstPort)
+		return
+	}
+	if !cl.l4Keys {
+		return
+	}
 	l4 := p.L4
-	k[fSport], k[fDport], k[fFlags], k[fICMP] = keyShort, keyShort, keyNoFlags, keyShort
+	sport, dport := uint32(keyShort), uint32(keyShort)
 	if len(l4) >= 2 {
-		k[fSport] = uint32(l4[0])<<8 | uint32(l4[1])
+		sport = uint32(l4[0])<<8 | uint32(l4[1])
 		if len(l4) >= 4 {
-			k[fDport] = uint32(l4[2])<<8 | uint32(l4[3])
-			if len(l4) >= 8 {
-				k[fICMP] = k[fSport]
-				if len(l4) >= 14 {
-					k[fFlags] = uint32(l4[13])
-				}
-			}
+			dport = uint32(l4[2])<<8 | uint32(l4[3])
 		}
 	}
-	k[fMark] = c.Mark & markMask
+	k[fSport], k[fDport], k[fICMP], k[fFlags] = sport, dport, keyShort, keyNoFlags
+	if len(l4) >= 8 {
+		k[fICMP] = sport
+		if len(l4) >= 14 {
+			k[fFlags] = uint32(l4[13])
+		}
+	}
 }
 
 // nameRank returns the rank of device name dev among names: the index of
@@ -160,7 +180,7 @@ func nameRank(names []string, dev string) uint32 {
 	return uint32(lo)
 }
 
-// maxTrees bounds the trees of a classifier: a packet walks every one.
+// maxTrees bounds the trees of a classifier.
 const maxTrees = 4
 
 // boxFields is the number of fields a leaf entry's box holds.
@@ -191,138 +211,99 @@ func (e *leafEntry) holds(k *[boxFields]uint32) bool {
 	return out>>63 == 0
 }
 
-// rowSet is a packet's place in a classifier: its keys of the box fields
-// and, per tree, its leaf's entries leaves[start:end], of which those
-// before pos are below from (the last position asked for) or miss the
-// packet.
+// rowSet is a packet's place in a classifier: its key per field (all)
+// and of the box fields (keys) and, per tree walked (bit t of walked),
+// its leaf's entries leaves[start:end], of which those before pos are
+// below from (the last position asked for) or miss the packet.
 type rowSet struct {
-	keys [boxFields]uint32
-	from int32
-	at   [maxTrees]leafRange
+	keys   [boxFields]uint32
+	from   int32
+	walked uint32
+	// lead is the tree whose slot starts with the earliest rule, taken
+	// first; slots are the packet's root table slots.
+	lead  int32
+	slots [maxTrees]uint64
+	at    [maxTrees]leafRange
+	all   keyArray
 }
 
 type leafRange struct{ start, pos, end int32 }
 
-// lookup walks the trees to the packet's leaves. The walks run in
-// lockstep for depth steps, without a branch: a leaf's child is itself
-// (see treeNode), so each step is a load and three compares per tree, and
-// the trees' loads overlap.
+// lookup reads the packet's keys; first walks the trees.
 func (cl *classifier) lookup(c *matchers.Context, src, dst uint32, rows *rowSet) {
-	var keys keyArray
-	packetKeys(c, src, dst, cl.markMask, &keys)
+	keys := &rows.all
+	cl.packetKeys(c, src, dst, keys)
 	if cl.inNames != nil {
 		keys[fIn] = nameRank(cl.inNames, c.In)
 	}
 	if cl.outNames != nil {
 		keys[fOut] = nameRank(cl.outNames, c.Out)
 	}
-	for j, f := range cl.boxFields {
-		rows.keys[j] = keys[f&15]
-	}
-	// A classifier has one tree, two or maxTrees (an empty leaf stands
-	// in for a missing one), so that the walks are unrolled (the
-	// compiler inlines no function of a step's size: cost 85 of 80;
-	// slot is inlined). A step: x is
-	// whether the key of f0 is past cut[0], l and r the same below on
-	// either side (cut - key is negative exactly when key > cut), and
-	// the grandchild is base + 2x + (x ? r : l), selected by masking.
-	nodes, table := cl.nodes, cl.table
-	var at [maxTrees]uint32
-	switch len(cl.tabs) {
-	case 1:
-		t0 := &cl.tabs[0]
-		s0 := t0.slot(table, &keys)
-		a0 := s0 >> 5
-		for range s0 & 31 {
-			n0 := &nodes[a0]
-			m0 := n0.meta
-			x0 := (uint64(n0.cut[0]) - uint64(keys[m0&15])) >> 63
-			l0 := (uint64(n0.cut[1]) - uint64(keys[m0>>4&15])) >> 63
-			r0 := (uint64(n0.cut[2]) - uint64(keys[m0>>8&15])) >> 63
-			a0 = m0>>12 + uint32(x0<<1|(l0^(l0^r0)&-x0))
+	bf := &cl.boxFields
+	rows.keys = [boxFields]uint32{keys[bf[0]&15], keys[bf[1]&15], keys[bf[2]&15], keys[bf[3]&15], keys[bf[4]&15]}
+	rows.from, rows.walked = 0, 0
+	lead, low := 0, ^uint64(0)
+	for t := range cl.tabs {
+		s := cl.tabs[t].slot(cl.table, keys)
+		rows.slots[t&(maxTrees-1)] = s
+		if s < low {
+			lead, low = t, s
 		}
-		at[0] = a0
-	case 2:
-		t0, t1 := &cl.tabs[0], &cl.tabs[1]
-		s0 := t0.slot(table, &keys)
-		s1 := t1.slot(table, &keys)
-		a0, a1 := s0>>5, s1>>5
-		for range max(s0&31, s1&31) {
-			n0 := &nodes[a0]
-			m0 := n0.meta
-			x0 := (uint64(n0.cut[0]) - uint64(keys[m0&15])) >> 63
-			l0 := (uint64(n0.cut[1]) - uint64(keys[m0>>4&15])) >> 63
-			r0 := (uint64(n0.cut[2]) - uint64(keys[m0>>8&15])) >> 63
-			a0 = m0>>12 + uint32(x0<<1|(l0^(l0^r0)&-x0))
-			n1 := &nodes[a1]
-			m1 := n1.meta
-			x1 := (uint64(n1.cut[0]) - uint64(keys[m1&15])) >> 63
-			l1 := (uint64(n1.cut[1]) - uint64(keys[m1>>4&15])) >> 63
-			r1 := (uint64(n1.cut[2]) - uint64(keys[m1>>8&15])) >> 63
-			a1 = m1>>12 + uint32(x1<<1|(l1^(l1^r1)&-x1))
-		}
-		at[0], at[1] = a0, a1
-	default:
-		t0, t1, t2, t3 := &cl.tabs[0], &cl.tabs[1], &cl.tabs[2], &cl.tabs[3]
-		s0 := t0.slot(table, &keys)
-		s1 := t1.slot(table, &keys)
-		s2 := t2.slot(table, &keys)
-		s3 := t3.slot(table, &keys)
-		a0, a1, a2, a3 := s0>>5, s1>>5, s2>>5, s3>>5
-		for range max(s0&31, s1&31, s2&31, s3&31) {
-			n0 := &nodes[a0]
-			m0 := n0.meta
-			x0 := (uint64(n0.cut[0]) - uint64(keys[m0&15])) >> 63
-			l0 := (uint64(n0.cut[1]) - uint64(keys[m0>>4&15])) >> 63
-			r0 := (uint64(n0.cut[2]) - uint64(keys[m0>>8&15])) >> 63
-			a0 = m0>>12 + uint32(x0<<1|(l0^(l0^r0)&-x0))
-			n1 := &nodes[a1]
-			m1 := n1.meta
-			x1 := (uint64(n1.cut[0]) - uint64(keys[m1&15])) >> 63
-			l1 := (uint64(n1.cut[1]) - uint64(keys[m1>>4&15])) >> 63
-			r1 := (uint64(n1.cut[2]) - uint64(keys[m1>>8&15])) >> 63
-			a1 = m1>>12 + uint32(x1<<1|(l1^(l1^r1)&-x1))
-			n2 := &nodes[a2]
-			m2 := n2.meta
-			x2 := (uint64(n2.cut[0]) - uint64(keys[m2&15])) >> 63
-			l2 := (uint64(n2.cut[1]) - uint64(keys[m2>>4&15])) >> 63
-			r2 := (uint64(n2.cut[2]) - uint64(keys[m2>>8&15])) >> 63
-			a2 = m2>>12 + uint32(x2<<1|(l2^(l2^r2)&-x2))
-			n3 := &nodes[a3]
-			m3 := n3.meta
-			x3 := (uint64(n3.cut[0]) - uint64(keys[m3&15])) >> 63
-			l3 := (uint64(n3.cut[1]) - uint64(keys[m3>>4&15])) >> 63
-			r3 := (uint64(n3.cut[2]) - uint64(keys[m3>>8&15])) >> 63
-			a3 = m3>>12 + uint32(x3<<1|(l3^(l3^r3)&-x3))
-		}
-		at = [maxTrees]uint32{a0, a1, a2, a3}
 	}
-	leaves := cl.leaves
-	rows.from = 0
-	for t, a := range at[:len(cl.tabs)] {
-		start := int32(nodes[a].cut[0])
-		rows.at[t] = leafRange{start, start, start + leaves[start-1].ref}
-	}
+	rows.lead = int32(lead)
 }
 
 // first returns the index of the first candidate rule at or after from,
 // or the number of rules when there is none, and whether the candidate is
-// an exact hit: a rule that matches the packet (see leafEntry). Positions
-// usually grow between calls, so each tree's scan resumes where the last
-// one stopped.
+// an exact hit: a rule that matches the packet (see leafEntry).
+//
+// The trees are taken in turn from the one whose slot (for this packet)
+// starts with the earliest rule, each walked the first time it is
+// needed: a tree whose slot's rules all come after the best candidate
+// found so far is not walked (at 10,000 rules most packets walk one
+// tree). Positions usually grow between
+// calls, so each tree's scan resumes where the last one stopped.
 func (cl *classifier) first(rows *rowSet, from int) (int, bool) {
-	leaves := cl.leaves
+	leaves, nodes := cl.leaves, cl.nodes
 	restart := int32(from) < rows.from
 	rows.from = int32(from)
 	best, bestRef := cl.nRules, int32(0)
-	// Most entries miss the packet in the first two box fields (the
-	// addresses, when rules constrain them): a test of those alone is
-	// cheaper and, failing far more often than not, well predicted.
 	k0, k1 := rows.keys[0], rows.keys[1]
-	for t := range rows.at[:len(cl.tabs)] {
+	n := len(cl.tabs)
+	for k := range n {
+		// The lead tree first, then the others in turn.
+		t := int(rows.lead) + k
+		if t >= n {
+			t -= n
+		}
+		t &= maxTrees - 1
 		at := &rows.at[t]
 		i := at.pos
-		if restart {
+		if rows.walked&(1<<t) == 0 {
+			s := rows.slots[t]
+			if int(s>>32) >= best {
+				continue
+			}
+			// The walk: s&31 steps down the slot's subtree. A step: x is
+			// whether the key of f0 is past cut[0], l and r the same
+			// below on either side (cut - key is negative exactly when
+			// key > cut), and the grandchild is base + 2x + (x ? r : l),
+			// selected by masking.
+			keys := &rows.all
+			a := uint32(s) >> 5
+			for range s & 31 {
+				n := &nodes[a]
+				m := n.meta
+				x := (uint64(n.cut[0]) - uint64(keys[m&15])) >> 63
+				l := (uint64(n.cut[1]) - uint64(keys[m>>4&15])) >> 63
+				r := (uint64(n.cut[2]) - uint64(keys[m>>8&15])) >> 63
+				a = m>>12 + uint32(x<<1|(l^(l^r)&-x))
+			}
+			leaf := &nodes[a]
+			i = int32(leaf.cut[0])
+			at.start, at.end = i, int32(leaf.cut[1])
+			rows.walked |= 1 << t
+		} else if restart {
 			i = at.start
 		}
 		for ; i < at.end; i++ {
@@ -331,7 +312,11 @@ func (cl *classifier) first(rows *rowSet, from int) (int, bool) {
 			if r >= best {
 				break
 			}
-			if k0-e.lo[0] > e.w[0] || k1-e.lo[1] > e.w[1] {
+			// Most entries miss the packet in the first two box fields
+			// (the addresses, when rules constrain them): a test of
+			// those alone, both at once, is cheaper and, failing far
+			// more often than not, well predicted.
+			if (uint64(e.w[0])-uint64(k0-e.lo[0]))|(uint64(e.w[1])-uint64(k1-e.lo[1])) >= 1<<63 {
 				continue
 			}
 			if r >= from && e.holds(&rows.keys) {
@@ -346,7 +331,7 @@ func (cl *classifier) first(rows *rowSet, from int) (int, bool) {
 
 // size returns the bytes the classifier holds, for CompiledBytes.
 func (cl *classifier) size() int {
-	n := int(unsafe.Sizeof(*cl)) + cap(cl.tabs)*int(unsafe.Sizeof(rootTable{})) + cap(cl.table)*4 + cap(cl.nodes)*int(unsafe.Sizeof(treeNode{})) + cap(cl.leaves)*int(unsafe.Sizeof(leafEntry{})) + cap(cl.hits)*int(unsafe.Sizeof(ruleHit{}))
+	n := int(unsafe.Sizeof(*cl)) + cap(cl.tabs)*int(unsafe.Sizeof(rootTable{})) + cap(cl.table)*8 + cap(cl.nodes)*int(unsafe.Sizeof(treeNode{})) + cap(cl.leaves)*int(unsafe.Sizeof(leafEntry{})) + cap(cl.hits)*int(unsafe.Sizeof(ruleHit{}))
 	for _, names := range [][]string{cl.inNames, cl.outNames} {
 		n += cap(names) * int(unsafe.Sizeof(""))
 		for _, s := range names {
@@ -468,6 +453,10 @@ func buildClassifier(cons []ruleCons, prog []progRule) *classifier {
 	if len(b.fields) == 0 {
 		return nil
 	}
+	for _, f := range b.fields {
+		cl.l4Keys = cl.l4Keys || f == fSport || f == fDport || f == fICMP || f == fFlags
+		cl.rawKeys = cl.rawKeys || f == fICMP || f == fFlags
+	}
 	if !slices.Contains(b.fields, fIn) {
 		cl.inNames = nil
 	}
@@ -502,17 +491,13 @@ func buildClassifier(cons []ruleCons, prog []progRule) *classifier {
 		}
 	}
 	parts := b.partition(root)
-	// The walks are unrolled for one tree, two and four: no tree walks
-	// as one empty leaf, three trees as four.
-	if len(parts) == 0 || len(parts) == 3 {
-		parts = append(parts, nil)
-	}
 	// Each tree's root table: the slices' rule lists, a subtree per
 	// distinct list (a subtree sends a rule down by its box alone, so
 	// it serves any slice with the same rules).
 	var binRoots []uint32 // per distinct subtree
 	var depths []int
-	var slots []int32 // per table slot, the index in binRoots
+	var firsts []uint64 // per distinct subtree, its first rule
+	var slots []int32   // per table slot, the index in binRoots
 	for _, part := range parts {
 		f, shift := b.chooseRoot(part)
 		cl.tabs = append(cl.tabs, rootTable{base: uint32(len(slots)), field: f, shift: uint8(shift)})
@@ -538,12 +523,16 @@ func buildClassifier(cons []ruleCons, prog []progRule) *classifier {
 			slots = append(slots, j)
 			binRoots = append(binRoots, uint32(len(b.bin)))
 			depths = append(depths, b.build(l, region))
+			firsts = append(firsts, uint64(n))
+			if len(l) > 0 {
+				firsts[j] = uint64(slices.Min(l))
+			}
 		}
 	}
 	nodes := b.pair(binRoots)
-	cl.table = make([]uint32, len(slots))
+	cl.table = make([]uint64, len(slots))
 	for i, j := range slots {
-		cl.table[i] = nodes[j]<<5 | uint32(depths[j]+1)/2
+		cl.table[i] = firsts[j]<<32 | uint64(nodes[j]<<5|uint32(depths[j]+1)/2)
 	}
 	cl.leaves = slices.Clip(cl.leaves)
 	return cl
@@ -737,7 +726,8 @@ func (b *treeBuilder) pair(roots []uint32) []uint32 {
 		cl.nodes = append(cl.nodes, treeNode{})
 	}
 	leaf := func(i uint32, start uint32) treeNode {
-		return treeNode{cut: [3]uint32{start, start, start}, meta: i<<12 | leafTag<<8 | leafTag<<4 | leafTag}
+		end := start + uint32(cl.leaves[start-1].ref)
+		return treeNode{cut: [3]uint32{start, end, start}, meta: i<<12 | leafTag<<8 | leafTag<<4 | leafTag}
 	}
 	for len(queue) > 0 {
 		j := queue[0]

@@ -110,6 +110,11 @@ type View struct {
 	Len int
 	TTL uint8
 	TOS uint8
+	// SrcPort and DstPort are valid when HasPorts is true (TCP or UDP,
+	// first fragment, enough bytes). They sit beside the addresses and
+	// the protocol, in the cache line that evaluation reads anyway.
+	SrcPort, DstPort uint16
+	HasPorts         bool
 	// IPv4 holds the fields that only IPv4 has.
 	IPv4 IPv4Fields
 
@@ -117,10 +122,6 @@ type View struct {
 	// (Network[IHL*4:]). Empty for non-first fragments' headers as seen by
 	// the kernel is still the bytes at that offset: matches check FragOff.
 	L4 []byte
-	// SrcPort and DstPort are valid when HasPorts is true (TCP or UDP,
-	// first fragment, enough bytes).
-	SrcPort, DstPort uint16
-	HasPorts         bool
 	// TCPFlags is byte 13 of the TCP header when Proto is TCP and the
 	// header is complete (HasTransport).
 	TCPFlags uint8
