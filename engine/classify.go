@@ -261,8 +261,8 @@ func (cl *classifier) lookup(c *matchers.Context, src, dst uint32, rows *rowSet)
 // starts with the earliest rule, each walked the first time it is
 // needed: a tree whose slot's rules all come after the best candidate
 // found so far is not walked (at 10,000 rules most packets walk one
-// tree). Positions usually grow between
-// calls, so each tree's scan resumes where the last one stopped.
+// tree). Positions usually grow between calls, so each tree's scan
+// resumes where the last one stopped.
 func (cl *classifier) first(rows *rowSet, from int) (int, bool) {
 	leaves, nodes := cl.leaves, cl.nodes
 	restart := int32(from) < rows.from
