@@ -93,3 +93,30 @@ func MedianRound(ms []Measurement) int {
 	sort.SliceStable(idx, func(a, b int) bool { return ms[idx[a]].Cost() < ms[idx[b]].Cost() })
 	return idx[(len(idx)-1)/2]
 }
+
+// RatioToFirst is, per round, the throughput of the rounds ms relative to
+// first's in the same round (first's cost per packet over ms'), and the
+// median (of an even number, the mean of the middle two), smallest and
+// largest of those ratios. Cost is CPU time per packet where both rounds
+// have it, else worker time, so a ratio never mixes the two.
+func RatioToFirst(first, ms []Measurement) (med, lo, hi float64) {
+	var rs []float64
+	for k := range min(len(first), len(ms)) {
+		f, m := first[k].CPUNsPerPacket, ms[k].CPUNsPerPacket
+		if f <= 0 || m <= 0 {
+			f, m = first[k].NsPerPacket, ms[k].NsPerPacket
+		}
+		if f > 0 && m > 0 {
+			rs = append(rs, f/m)
+		}
+	}
+	if len(rs) == 0 {
+		return 0, 0, 0
+	}
+	sort.Float64s(rs)
+	med = rs[len(rs)/2]
+	if len(rs)%2 == 0 {
+		med = (rs[len(rs)/2-1] + rs[len(rs)/2]) / 2
+	}
+	return med, rs[0], rs[len(rs)-1]
+}

@@ -707,7 +707,7 @@ func measureRounds(ctx context.Context, cases []*preparedCase, counts []int, rou
 // caseRecords makes one record per worker count of a case from its
 // rounds ms ([worker count][round]), combined (bench.CombineRounds). With
 // first, the rounds of the sweep's first size, each record has the ratio
-// of throughputs to it (ratioToFirst).
+// of throughputs to it (bench.RatioToFirst).
 func caseRecords(o *benchOptions, pc *preparedCase, counts []int, ms, first [][]bench.Measurement) []benchRecord {
 	var recs []benchRecord
 	var pps1 float64
@@ -720,7 +720,7 @@ func caseRecords(o *benchOptions, pc *preparedCase, counts []int, ms, first [][]
 			r.RoundCPUNsPerPacket[k] = round(rm.CPUNsPerPacket, 1)
 		}
 		if first != nil {
-			med, lo, hi := ratioToFirst(first[j], ms[j])
+			med, lo, hi := bench.RatioToFirst(first[j], ms[j])
 			r.RatioToFirst, r.RatioToFirstMin, r.RatioToFirstMax = round(med, 4), round(lo, 4), round(hi, 4)
 		}
 		r.Workers, r.Packets = n, m.Packets
@@ -746,32 +746,6 @@ func caseRecords(o *benchOptions, pc *preparedCase, counts []int, ms, first [][]
 		recs = append(recs, r)
 	}
 	return recs
-}
-
-// ratioToFirst is, per round, the throughput of the rounds ms relative to
-// first's in the same round (first's cost per packet over ms'), and the
-// median, smallest and largest of those ratios. Cost is CPU time per
-// packet where both have it, else worker time.
-func ratioToFirst(first, ms []bench.Measurement) (med, lo, hi float64) {
-	var rs []float64
-	for k := range min(len(first), len(ms)) {
-		f, m := first[k].CPUNsPerPacket, ms[k].CPUNsPerPacket
-		if f <= 0 || m <= 0 {
-			f, m = first[k].NsPerPacket, ms[k].NsPerPacket
-		}
-		if f > 0 && m > 0 {
-			rs = append(rs, f/m)
-		}
-	}
-	if len(rs) == 0 {
-		return 0, 0, 0
-	}
-	sort.Float64s(rs)
-	med = rs[len(rs)/2]
-	if len(rs)%2 == 0 {
-		med = (rs[len(rs)/2-1] + rs[len(rs)/2]) / 2
-	}
-	return med, rs[0], rs[len(rs)-1]
 }
 
 // workerCounts is 1, 2, 4, ... below n, then n.

@@ -12,7 +12,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/qtables/qtables/bench"
 	"github.com/qtables/qtables/engine"
 	"github.com/qtables/qtables/internal/kerneltest"
 )
@@ -310,36 +309,6 @@ func TestBenchRoundsUsage(t *testing.T) {
 	} {
 		if _, errs, code := runBenchCmd(t, args...); code != 2 || !strings.Contains(errs, "qtables bench: --rounds") {
 			t.Errorf("%v: exit %d, stderr %q; want 2 and a message naming --rounds", args, code, errs)
-		}
-	}
-}
-
-func TestRatioToFirst(t *testing.T) {
-	cpu := func(ns ...float64) []bench.Measurement {
-		out := make([]bench.Measurement, len(ns))
-		for i, n := range ns {
-			out[i] = bench.Measurement{CPUNsPerPacket: n, NsPerPacket: 10 * n}
-		}
-		return out
-	}
-	for _, tc := range []struct {
-		name        string
-		first, ms   []bench.Measurement
-		med, lo, hi float64
-	}{
-		{"itself", cpu(100, 300), cpu(100, 300), 1, 1, 1},
-		{"half", cpu(100), cpu(200), 0.5, 0.5, 0.5},
-		// Per round 0.5, 0.25, 0.4: the median is the middle one, not the
-		// ratio of the sums.
-		{"three rounds", cpu(100, 100, 200), cpu(200, 400, 500), 0.4, 0.25, 0.5},
-		{"two rounds: mean", cpu(100, 300), cpu(200, 400), 0.625, 0.5, 0.75},
-		// Without CPU time in a round, that round compares wall times.
-		{"wall fallback", []bench.Measurement{{NsPerPacket: 100}}, []bench.Measurement{{CPUNsPerPacket: 5, NsPerPacket: 400}}, 0.25, 0.25, 0.25},
-		{"nothing", nil, nil, 0, 0, 0},
-	} {
-		med, lo, hi := ratioToFirst(tc.first, tc.ms)
-		if math.Abs(med-tc.med) > 1e-12 || math.Abs(lo-tc.lo) > 1e-12 || math.Abs(hi-tc.hi) > 1e-12 {
-			t.Errorf("%s: %v (%v-%v), want %v (%v-%v)", tc.name, med, lo, hi, tc.med, tc.lo, tc.hi)
 		}
 	}
 }
