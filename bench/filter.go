@@ -2,6 +2,7 @@ package bench
 
 import (
 	"fmt"
+	"math"
 	"net/netip"
 	"sort"
 	"strconv"
@@ -46,6 +47,21 @@ type Filter struct {
 	// Ref is the iptables rule the Filter became (set by Emit and by
 	// FiltersFromRules).
 	Ref RuleRef
+}
+
+// Scope is ClassBench's measure of how much of the header space f
+// covers: the base-2 logarithm of the number of (source, destination,
+// protocol, source port, destination port) tuples it matches, from 0 (one
+// tuple) to 104 (every tuple).
+func (f *Filter) Scope() float64 {
+	s := float64(64 - f.Src.Bits() - f.Dst.Bits())
+	if f.Proto == 0 {
+		s += 8
+	}
+	for _, p := range []PortRange{f.SPort, f.DPort} {
+		s += math.Log2(float64(p.Hi) - float64(p.Lo) + 1)
+	}
+	return s
 }
 
 // RuleRef names a rule of a table: chain and 1-based rule number.
