@@ -234,11 +234,12 @@ type rowSet struct {
 	from   int32
 	walked uint32
 	// lead is the tree whose slot starts with the earliest rule, taken
-	// first; slots are the packet's root table slots.
-	lead  int32
-	slots [maxTrees]uint64
-	at    [maxTrees]leafRange
-	all   keyArray
+	// first; others is the earliest first rule of the other trees'
+	// slots; slots are the packet's root table slots.
+	lead, others int32
+	slots        [maxTrees]uint64
+	at           [maxTrees]leafRange
+	all          keyArray
 }
 
 type leafRange struct{ start, pos, end int32 }
@@ -256,15 +257,17 @@ func (cl *classifier) lookup(c *matchers.Context, src, dst uint32, rows *rowSet)
 	bf := &cl.boxFields
 	rows.keys = [boxFields]uint32{keys[bf[0]&15], keys[bf[1]&15], keys[bf[2]&15], keys[bf[3]&15], keys[bf[4]&15]}
 	rows.from, rows.walked = 0, 0
-	lead, low := 0, ^uint64(0)
+	lead, low, next := 0, ^uint64(0), ^uint64(0)
 	for t := range cl.tabs {
 		s := cl.tabs[t].slot(cl.table, keys)
 		rows.slots[t&(maxTrees-1)] = s
 		if s < low {
-			lead, low = t, s
+			lead, low, next = t, s, low
+		} else if s < next {
+			next = s
 		}
 	}
-	rows.lead = int32(lead)
+	rows.lead, rows.others = int32(lead), int32(min(next>>32, uint64(cl.nRules)))
 }
 
 // first returns the index of the first candidate rule at or after from,
@@ -339,6 +342,11 @@ func (cl *classifier) first(rows *rowSet, from int) (int, bool) {
 			}
 		}
 		at.pos = i
+		// The lead tree's candidate comes before every rule of the
+		// others' slots: they need not be looked at.
+		if k == 0 && best <= int(rows.others) {
+			break
+		}
 	}
 	return best, bestRef&1 != 0
 }
