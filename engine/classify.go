@@ -56,11 +56,6 @@ type classifier struct {
 	// ICMP type, TCP flags) is used, rawKeys when the ICMP type or TCP
 	// flags are: then the header is read even for TCP and UDP.
 	l4Keys, rawKeys bool
-	// hits holds, per rule whose leaf entries are exact, what evaluation
-	// needs to finish on a hit without reading the rule (which, at 10,000
-	// rules, is cold: the progRule, its matches and their objects): its
-	// verdict and counters. 16 bytes, so one cache line holds a hit.
-	hits []ruleHit
 }
 
 // A ruleHit is what an exact hit on a rule does: count the packet and
@@ -209,9 +204,14 @@ type leafEntry struct {
 	lo, w [2]uint32
 }
 
-// leafRest is the rest of a leafEntry's box: fields 2 to boxFields-1.
+// leafRest is the rest of a leafEntry's box, fields 2 to boxFields-1,
+// and, for an exact entry, what a hit on it does: the entry is read
+// anyway for the box test, so a hit touches no other line of the
+// classifier (at 10,000 rules, a table of hits by rule was one more
+// cache miss a packet).
 type leafRest struct {
 	lo, w [boxFields - 2]uint32
+	hit   ruleHit
 }
 
 // holds reports whether the entry's box holds keys k in fields 2 on,
@@ -271,8 +271,9 @@ func (cl *classifier) lookup(c *matchers.Context, src, dst uint32, rows *rowSet)
 }
 
 // first returns the index of the first candidate rule at or after from,
-// or the number of rules when there is none, and whether the candidate is
-// an exact hit: a rule that matches the packet (see leafEntry).
+// or the number of rules when there is none, and, when the candidate is
+// an exact hit (a rule that matches the packet, see leafEntry), what the
+// hit does.
 //
 // The trees are taken in turn from the one whose slot (for this packet)
 // starts with the earliest rule, each walked the first time it is
@@ -280,11 +281,11 @@ func (cl *classifier) lookup(c *matchers.Context, src, dst uint32, rows *rowSet)
 // found so far is not walked (at 10,000 rules most packets walk one
 // tree). Positions usually grow between calls, so each tree's scan
 // resumes where the last one stopped.
-func (cl *classifier) first(rows *rowSet, from int) (int, bool) {
+func (cl *classifier) first(rows *rowSet, from int) (int, *ruleHit) {
 	leaves, rest, nodes := cl.leaves, cl.rest, cl.nodes
 	restart := int32(from) < rows.from
 	rows.from = int32(from)
-	best, bestRef := cl.nRules, int32(0)
+	best, hit := cl.nRules, (*ruleHit)(nil)
 	k0, k1 := rows.keys[0], rows.keys[1]
 	n := len(cl.tabs)
 	for k := range n {
@@ -337,7 +338,10 @@ func (cl *classifier) first(rows *rowSet, from int) (int, bool) {
 				continue
 			}
 			if r >= from && rest[i].holds(&rows.keys) {
-				best, bestRef = r, e.ref
+				best, hit = r, nil
+				if e.ref&1 != 0 {
+					hit = &rest[i].hit
+				}
 				break
 			}
 		}
@@ -348,12 +352,12 @@ func (cl *classifier) first(rows *rowSet, from int) (int, bool) {
 			break
 		}
 	}
-	return best, bestRef&1 != 0
+	return best, hit
 }
 
 // size returns the bytes the classifier holds, for CompiledBytes.
 func (cl *classifier) size() int {
-	n := int(unsafe.Sizeof(*cl)) + cap(cl.tabs)*int(unsafe.Sizeof(rootTable{})) + cap(cl.table)*8 + cap(cl.nodes)*int(unsafe.Sizeof(treeNode{})) + cap(cl.leaves)*int(unsafe.Sizeof(leafEntry{})) + cap(cl.rest)*int(unsafe.Sizeof(leafRest{})) + cap(cl.hits)*int(unsafe.Sizeof(ruleHit{}))
+	n := int(unsafe.Sizeof(*cl)) + cap(cl.tabs)*int(unsafe.Sizeof(rootTable{})) + cap(cl.table)*8 + cap(cl.nodes)*int(unsafe.Sizeof(treeNode{})) + cap(cl.leaves)*int(unsafe.Sizeof(leafEntry{})) + cap(cl.rest)*int(unsafe.Sizeof(leafRest{}))
 	for _, names := range [][]string{cl.inNames, cl.outNames} {
 		n += cap(names) * int(unsafe.Sizeof(""))
 		for _, s := range names {
@@ -506,10 +510,10 @@ func buildClassifier(cons []ruleCons, prog []progRule) *classifier {
 	b.exact = make([]bool, n)
 	for i := range cons {
 		if b.exact[i] = keep[i] && exactEntry(cons, i, &sets, &cl.boxFields); b.exact[i] {
-			if cl.hits == nil {
-				cl.hits = make([]ruleHit, n)
+			if b.hits == nil {
+				b.hits = make([]ruleHit, n)
 			}
-			cl.hits[i] = ruleHit{counters: prog[i].counters, verdict: prog[i].verdict}
+			b.hits[i] = ruleHit{counters: prog[i].counters, verdict: prog[i].verdict}
 		}
 	}
 	parts := b.partition(root)
@@ -595,7 +599,8 @@ type treeBuilder struct {
 	fields []fieldID // the fields some rule constrains
 	// scratch for bestCut
 	los, his []uint64
-	exact    []bool // per rule: its entries are exact (exactEntry)
+	exact    []bool    // per rule: its entries are exact (exactEntry)
+	hits     []ruleHit // per exact rule, its leafRest.hit
 	bin      []binNode
 	// load counts the entries, headers included, of the current tree's
 	// leaves built and of its nodes pending, were they leaves; budget
@@ -662,6 +667,7 @@ func (b *treeBuilder) build(root []int32, region [numFields]ival) int {
 			var er leafRest
 			if b.exact[r] {
 				e.ref |= 1
+				er.hit = b.hits[r]
 			}
 			for j, f := range cl.boxFields {
 				if f == leafTag {

@@ -261,7 +261,7 @@ type matchCons struct {
 	// exact is set (for a pure match) when the match accepts exactly the
 	// packets whose keys are in every set: not a superset. probeMatch
 	// checks it; a rule whose every part is exact may be decided by the
-	// classifier alone (see classifier.hits).
+	// classifier alone (see leafRest.hit).
 	exact bool
 }
 

@@ -89,13 +89,13 @@ func (ch *progChain) verifySkip(c *matchers.Context, src, dst uint32, from, to i
 // an exact hit, matches without hot-dropping and has a plain verdict, as
 // the exact path in eval assumes (the check evaluates it in full: the
 // rule's matches are all pure).
-func (ch *progChain) verifyExact(c *matchers.Context, src, dst uint32, i int32) {
+func (ch *progChain) verifyExact(c *matchers.Context, src, dst uint32, i int32, h *ruleHit) {
 	r := &ch.rules[i]
 	hd := c.Hotdrop
 	failed := r.match(c, src, dst)
 	hot := c.Hotdrop
 	c.Hotdrop = hd
-	if h := &ch.cls.hits[i]; failed >= 0 || hot || r.target != TargetVerdict || h.verdict != r.verdict || h.counters != r.counters {
+	if failed >= 0 || hot || r.target != TargetVerdict || h.verdict != r.verdict || h.counters != r.counters {
 		panic(fmt.Sprintf("engine: classifier offered chain %s rule %d as an exact hit, but it fails at %d (hot-drop %v) for %s",
 			ch.name, r.num, failed, hot, describePacket(c)))
 	}

@@ -273,18 +273,17 @@ func (tp *TableProgram) eval(c *matchers.Context, tr Tracer, mode evalMode) Resu
 				cl.lookup(c, src, dst, &rows)
 				rowsChain = ci
 			}
-			n, exact := cl.first(&rows, int(ri))
+			n, h := cl.first(&rows, int(ri))
 			next := int32(n)
 			if mode&evalVerify != 0 {
 				ch.verifySkip(c, src, dst, ri, next)
-				if exact {
-					ch.verifyExact(c, src, dst, next)
+				if h != nil {
+					ch.verifyExact(c, src, dst, next, h)
 				}
-			} else if exact {
+			} else if h != nil {
 				// The box test decided that the rule matches and that it
 				// does nothing but count and return its verdict: finish
 				// without reading the rule (cold at 10,000 rules).
-				h := &cl.hits[next]
 				if count {
 					h.counters.Add(length)
 				}
