@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"strings"
 	"testing"
+	"unsafe"
 
 	"github.com/qtables/qtables/matchers"
 	"github.com/qtables/qtables/packet"
@@ -271,5 +272,93 @@ func TestCloneIsolated(t *testing.T) {
 	// The rules are shared: the same counters.
 	if a.Table("filter").Chain("FORWARD").Rules[0] != fwd.Rules[0] {
 		t.Error("the clone copied an untouched rule")
+	}
+}
+
+// TestExactHitCounters checks the dense counters of exact hits: the rules
+// a compile classifies count side by side (one array, 16 bytes apart),
+// what Get reports includes them, Set zeroes them, and an edited rule set
+// keeps counting into the same cells.
+func TestExactHitCounters(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n")
+	for i := range 20 {
+		fmt.Fprintf(&b, "-A FORWARD -s 10.0.%d.0/24 -p tcp -m tcp --dport %d -j ACCEPT\n", i, 1000+i)
+	}
+	b.WriteString("COMMIT\n")
+	rs, err := Parse("dense.rules", strings.NewReader(b.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := Compile(rs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rules := rs.Table("filter").Chain("FORWARD").Rules
+	packet := func(i int) *packet.View {
+		v := ipv4View(fmt.Sprintf("10.0.%d.7", i), "192.0.2.1", 6, 100+i)
+		v.SrcPort, v.DstPort, v.HasPorts, v.HasTransport = 40000, uint16(1000+i), true, true
+		v.L4 = make([]byte, 20)
+		v.L4[0], v.L4[1], v.L4[2], v.L4[3] = 40000>>8, 40000&0xff, byte(v.DstPort>>8), byte(v.DstPort)
+		v.L4[12] = 5 << 4
+		return v
+	}
+	eval := func(p *Program, i int) {
+		var c matchers.Context
+		c.Pkt, c.Hook, c.Table = packet(i), matchers.HookForward, "filter"
+		if res := p.Table("filter").Eval(&c, nil); res.Verdict != matchers.Accept || res.Rule != i+1 {
+			t.Fatalf("packet %d: %v at rule %d, want ACCEPT at %d", i, res.Verdict, res.Rule, i+1)
+		}
+	}
+	for i := range rules {
+		for range i + 1 {
+			eval(p, i)
+		}
+	}
+	for i, r := range rules {
+		d := r.Counters.dense.Load()
+		if d == nil {
+			t.Fatalf("rule %d has no dense cell: not an exact hit", i+1)
+		}
+		if i > 0 {
+			if gap := uintptr(unsafe.Pointer(d)) - uintptr(unsafe.Pointer(rules[i-1].Counters.dense.Load())); gap != unsafe.Sizeof(counterCell{}) {
+				t.Errorf("rule %d's cell is %d bytes after rule %d's", i+1, gap, i)
+			}
+		}
+		if pk, by := r.Counters.Get(); pk != uint64(i+1) || by != uint64((i+1)*(100+i)) {
+			t.Errorf("rule %d: %d packets %d bytes, want %d, %d", i+1, pk, by, i+1, (i+1)*(100+i))
+		}
+	}
+	// An edit: the rules left alone keep their cells and their counts.
+	next := rs.Clone()
+	cmd, err := ParseCommand(strings.Fields("-I FORWARD 1 -s 10.9.0.0/16 -j DROP"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := next.Apply(cmd); err != nil {
+		t.Fatal(err)
+	}
+	p2, err := Recompile(p, next)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cell := rules[3].Counters.dense.Load()
+	eval2 := func(i int) {
+		var c matchers.Context
+		c.Pkt, c.Hook, c.Table = packet(i), matchers.HookForward, "filter"
+		if res := p2.Table("filter").Eval(&c, nil); res.Rule != i+2 {
+			t.Fatalf("after the edit, packet %d decided by rule %d, want %d", i, res.Rule, i+2)
+		}
+	}
+	eval2(3)
+	if rules[3].Counters.dense.Load() != cell {
+		t.Error("the edit gave rule 4 a new cell")
+	}
+	if pk, _ := rules[3].Counters.Get(); pk != 5 {
+		t.Errorf("rule 4 after the edit: %d packets, want 5", pk)
+	}
+	rules[3].Counters.Set(7, 70)
+	if pk, by := rules[3].Counters.Get(); pk != 7 || by != 70 {
+		t.Errorf("after Set(7, 70): %d, %d", pk, by)
 	}
 }
