@@ -197,7 +197,8 @@ const boxFields = 5
 //
 // ref is the rule's index times two, plus one when the entry is exact:
 // the box test alone decides that the rule matches, and evaluation may
-// finish from hits without reading the rule (see exactEntry). A leaf's
+// finish from the entry's leafRest.hit without reading the rule (see
+// exactEntry). A leaf's
 // header entry holds the entry count in ref.
 type leafEntry struct {
 	ref   int32
@@ -811,8 +812,9 @@ func (b *treeBuilder) pair(roots []uint32) []uint32 {
 // get a tree each; a rule goes to the tree of the fewest wide fields that
 // include its own, except that only a small class goes to the tree wide
 // in both addresses (the generated fw set: 994 rules wide in the
-// destination alone merged there made its leaves 2.6 times as long). Classing by the other fields too was measured: more
-// trees to walk for about the same leaves (design-classifier.md).
+// destination alone merged there made its leaves 2.6 times as long).
+// Classing by the other fields too was measured: more trees to walk for
+// about the same leaves (design-classifier.md).
 func (b *treeBuilder) partition(rules []int32) [][]int32 {
 	const (
 		wideBoth   = 1<<fSrc | 1<<fDst

@@ -18,8 +18,7 @@ import (
 // Counters are a rule's or a policy's packet and byte counters. They are
 // updated atomically so that the live daemon's workers can share a Program.
 type Counters struct {
-	packets atomic.Uint64
-	bytes   atomic.Uint64
+	counterCell // the counts of linear evaluation; Add is the cell's
 	// dense is where compiled programs count the rule's exact hits (see
 	// classifier): a cell of an array shared by the rules compiled
 	// together, so that at 10,000 rules the counters evaluation touches
@@ -38,12 +37,6 @@ type counterCell struct {
 
 // Add counts one packet of n bytes.
 func (c *counterCell) Add(n int) {
-	c.packets.Add(1)
-	c.bytes.Add(uint64(n))
-}
-
-// Add counts one packet of n bytes.
-func (c *Counters) Add(n int) {
 	c.packets.Add(1)
 	c.bytes.Add(uint64(n))
 }
