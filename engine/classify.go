@@ -61,7 +61,7 @@ type classifier struct {
 // A ruleHit is what an exact hit on a rule does: count the packet and
 // return the verdict.
 type ruleHit struct {
-	counters *counterCell // the rule's dense cell (Counters.dense)
+	counters *counterCell // progRule.counters
 	verdict  matchers.Verdict
 }
 
@@ -509,19 +509,12 @@ func buildClassifier(cons []ruleCons, prog []progRule) *classifier {
 		}
 	}
 	b.exact = make([]bool, n)
-	var exactCounters []*Counters
 	for i := range cons {
 		if b.exact[i] = keep[i] && exactEntry(cons, i, &sets, &cl.boxFields); b.exact[i] {
-			exactCounters = append(exactCounters, prog[i].counters)
-		}
-	}
-	if cells := denseCells(exactCounters); len(cells) > 0 {
-		b.hits = make([]ruleHit, n)
-		for i := range cons {
-			if b.exact[i] {
-				b.hits[i] = ruleHit{counters: cells[0], verdict: prog[i].verdict}
-				cells = cells[1:]
+			if b.hits == nil {
+				b.hits = make([]ruleHit, n)
 			}
+			b.hits[i] = ruleHit{counters: prog[i].counters, verdict: prog[i].verdict}
 		}
 	}
 	parts := b.partition(root)

@@ -95,7 +95,7 @@ func (ch *progChain) verifyExact(c *matchers.Context, src, dst uint32, i int32, 
 	failed := r.match(c, src, dst)
 	hot := c.Hotdrop
 	c.Hotdrop = hd
-	if failed >= 0 || hot || r.target != TargetVerdict || h.verdict != r.verdict || h.counters != r.counters.dense.Load() {
+	if failed >= 0 || hot || r.target != TargetVerdict || h.verdict != r.verdict || h.counters != r.counters {
 		panic(fmt.Sprintf("engine: classifier offered chain %s rule %d as an exact hit, but it fails at %d (hot-drop %v) for %s",
 			ch.name, r.num, failed, hot, describePacket(c)))
 	}

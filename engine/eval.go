@@ -53,9 +53,9 @@ type progRule struct {
 	target                     TargetKind
 	verdict                    matchers.Verdict
 	ext                        matchers.Target
-	jump                       int32 // chain index of a jump or goto
-	num                        int   // 1-based rule number in its chain
-	counters                   *Counters
+	jump                       int32        // chain index of a jump or goto
+	num                        int          // 1-based rule number in its chain
+	counters                   *counterCell // the rule's dense cell (Counters.dense)
 	rule                       *Rule
 	// stop is the index of the first match the classifier does not index
 	// (nor anything after it), for the verifier: a rule the classifier
@@ -106,13 +106,17 @@ func CompileWith(rs *Ruleset, opt CompileOptions) (*Program, error) {
 			if c.Builtin {
 				tp.builtin[c.Hook] = int32(i)
 			}
+			// The rules count into dense cells (see Counters.dense): at
+			// 10,000 rules each Rule's own counters are a cold cache
+			// line of their own.
+			cells := denseCells(c.Rules)
 			for j, r := range c.Rules {
 				pr := progRule{
 					src: r.Src.Addr, srcMask: r.Src.Mask, invSrc: r.Src.Inv,
 					dst: r.Dst.Addr, dstMask: r.Dst.Mask, invDst: r.Dst.Inv,
 					proto: r.Proto, invProto: r.InvProto, frag: r.Frag, in: r.In, out: r.Out,
 					target: r.Target.Kind, verdict: r.Target.Verdict, ext: r.Target.Ext,
-					jump: -1, num: j + 1, counters: &r.Counters, rule: r,
+					jump: -1, num: j + 1, counters: cells[j], rule: r,
 				}
 				for _, m := range r.Matches {
 					pr.matches = append(pr.matches, m.Match)

@@ -18,14 +18,14 @@ import (
 // Counters are a rule's or a policy's packet and byte counters. They are
 // updated atomically so that the live daemon's workers can share a Program.
 type Counters struct {
-	counterCell // the counts of linear evaluation; Add is the cell's
-	// dense is where compiled programs count the rule's exact hits (see
-	// classifier): a cell of an array shared by the rules compiled
-	// together, so that at 10,000 rules the counters evaluation touches
-	// stay in cache. A rule's own counters sit in its Rule, one cache line
-	// a rule; the locked add of a cold line was most of what 10,000 rules
-	// cost more than 10. Set once, by the first compile that needs it,
-	// never replaced; Get and Set include it.
+	counterCell // the counts restored or set; Add is the cell's
+	// dense is where compiled programs count the rule's packets: a cell
+	// of an array shared by the rules compiled together, so that at
+	// 10,000 rules the counters evaluation touches stay in cache (a
+	// rule's own cell sits in its Rule, one cache line a rule, and the
+	// locked add on that cold line was most of what 10,000 rules cost
+	// more than 10). Set once, by the first compile of the rule, never
+	// replaced; Get and Set include it.
 	dense atomic.Pointer[counterCell]
 }
 
@@ -61,13 +61,14 @@ func (c *Counters) Set(packets, bytes uint64) {
 	}
 }
 
-// denseCells returns the dense cell of each of cs, making the missing
-// ones in one array: the rules compiled together count side by side.
-func denseCells(cs []*Counters) []*counterCell {
-	out := make([]*counterCell, len(cs))
+// denseCells returns the dense cell of each of rules' counters, making
+// the missing ones in one array: the rules compiled together count side
+// by side.
+func denseCells(rules []*Rule) []*counterCell {
+	out := make([]*counterCell, len(rules))
 	missing := 0
-	for i, c := range cs {
-		if out[i] = c.dense.Load(); out[i] == nil {
+	for i, r := range rules {
+		if out[i] = r.Counters.dense.Load(); out[i] == nil {
 			missing++
 		}
 	}
@@ -75,14 +76,14 @@ func denseCells(cs []*Counters) []*counterCell {
 		return out
 	}
 	cells := make([]counterCell, missing)
-	for i, c := range cs {
+	for i, r := range rules {
 		if out[i] != nil {
 			continue
 		}
 		cell := &cells[0]
 		cells = cells[1:]
-		if !c.dense.CompareAndSwap(nil, cell) {
-			cell = c.dense.Load() // a concurrent compile set it first
+		if !r.Counters.dense.CompareAndSwap(nil, cell) {
+			cell = r.Counters.dense.Load() // a concurrent compile set it first
 		}
 		out[i] = cell
 	}

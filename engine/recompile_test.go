@@ -275,8 +275,9 @@ func TestCloneIsolated(t *testing.T) {
 	}
 }
 
-// TestExactHitCounters checks the dense counters of exact hits: the rules
-// a compile classifies count side by side (one array, 16 bytes apart),
+// TestExactHitCounters checks the dense counters that exact hits (like
+// every compiled rule) count into: the rules compiled together count side
+// by side (one array, 16 bytes apart),
 // what Get reports includes them, Set zeroes them, and an edited rule set
 // keeps counting into the same cells.
 func TestExactHitCounters(t *testing.T) {
