@@ -18,14 +18,16 @@ import (
 // Counters are a rule's or a policy's packet and byte counters. They are
 // updated atomically so that the live daemon's workers can share a Program.
 type Counters struct {
-	counterCell // the counts restored or set; Add is the cell's
-	// dense is where compiled programs count the rule's packets: a cell
+	// The counts set or restored, and a chain policy's (which compiled
+	// programs add to here); Add is the cell's.
+	counterCell
+	// dense is where compiled programs count a rule's packets: a cell
 	// of an array shared by the rules compiled together, so that at
 	// 10,000 rules the counters evaluation touches stay in cache (a
 	// rule's own cell sits in its Rule, one cache line a rule, and the
-	// locked add on that cold line was most of what 10,000 rules cost
-	// more than 10). Set once, by the first compile of the rule, never
-	// replaced; Get and Set include it.
+	// locked add on that cold line was the largest single part of what
+	// 10,000 rules cost more than 10). Set once, by the first compile of
+	// the rule, never replaced; Get and Set include it.
 	dense atomic.Pointer[counterCell]
 }
 
